@@ -1,0 +1,37 @@
+-- $1: {"id": …, "abort": bool, "delete": bool}. Cancels a waiting job (or deletes it), asks a running one to
+-- abort, or deletes a finished one. Returns {"status": <status before>, "outcome": …}, or no row when the job
+-- does not exist.
+WITH input AS (
+    SELECT (p->>'id')::bigint AS id,
+           coalesce((p->>'abort')::boolean, false) AS abort,
+           coalesce((p->>'delete')::boolean, false) AS del
+    FROM (SELECT ($1::text)::jsonb AS p) s
+), target AS (
+    SELECT j.id, j.status, i.abort, i.del
+    FROM {schema}.jobs j JOIN input i ON j.id = i.id
+    FOR UPDATE OF j
+), deleted AS (
+    DELETE FROM {schema}.jobs j USING target t
+    WHERE j.id = t.id AND t.del AND t.status <> 'doing'
+    RETURNING j.id
+), cancelled AS (
+    UPDATE {schema}.jobs j SET status = 'cancelled', finished_at = now()
+    FROM target t
+    WHERE j.id = t.id AND NOT t.del AND t.status = 'todo'
+    RETURNING j.id
+), abort_requested AS (
+    UPDATE {schema}.jobs j SET abort_requested = true
+    FROM target t
+    WHERE j.id = t.id AND t.abort AND t.status = 'doing'
+    RETURNING j.id
+), notified AS (
+    SELECT pg_notify('{channel}_abort', id::text) AS n FROM abort_requested
+)
+SELECT jsonb_build_object(
+    'status', t.status,
+    'outcome', CASE
+        WHEN EXISTS (SELECT 1 FROM deleted) THEN 'deleted'
+        WHEN EXISTS (SELECT 1 FROM cancelled) THEN 'cancelled'
+        WHEN (SELECT count(*) FROM notified) > 0 THEN 'abort_requested'
+        ELSE 'unchanged' END)::text
+FROM target t

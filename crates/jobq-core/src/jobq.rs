@@ -1,0 +1,362 @@
+//! [`Jobq`]: the handle every operation starts from, and the builders for deferring and cancelling.
+
+use crate::query::{Operation, Query, Step};
+use crate::sql::{SCHEMA_VERSION, Statements};
+use crate::{
+    CancelOutcome, Error, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status, Task,
+};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The entry point: jobq's statements for one PostgreSQL schema, and every job operation.
+///
+/// Cheap to clone. Each method returns an operation to run on a connection the caller holds (inside its
+/// transaction, if it has one) or on a pool:
+///
+/// ```no_run
+/// # async fn demo<V, C: jobq_core::IntoAsyncExecutor<V> + Send>(conn: C) -> Result<(), jobq_core::Error> {
+/// use jobq_core::prelude::*;
+///
+/// let jobq = Jobq::default();
+/// let id = jobq.defer_job(NewJob::new("send_email", serde_json::json!({"to": "a@example.com"})))
+///     .queue("emails")
+///     .priority(5)
+///     .run(conn)
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Jobq {
+    sql: Arc<Statements>,
+}
+
+impl Default for Jobq {
+    /// jobq in the schema `jobq`.
+    fn default() -> Self {
+        Self::with_schema("jobq").expect("`jobq` is a valid schema name")
+    }
+}
+
+impl Jobq {
+    /// jobq in the schema `jobq`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// jobq in another schema: 1 to 40 characters of `a-z`, `0-9` and `_`.
+    pub fn with_schema(schema: &str) -> Result<Self, Error> {
+        Ok(Self { sql: Arc::new(Statements::new(schema)?) })
+    }
+
+    /// The schema's name.
+    pub fn schema(&self) -> &str {
+        &self.sql.schema
+    }
+
+    /// The channel on which jobq NOTIFYs new jobs; the payload is the job's queue (empty for very long names).
+    pub fn channel(&self) -> &str {
+        &self.sql.channel
+    }
+
+    /// The channel on which jobq NOTIFYs abort requests; the payload is the job id.
+    pub fn abort_channel(&self) -> String {
+        format!("{}_abort", self.sql.channel)
+    }
+
+    /// The schema version this library needs.
+    pub fn required_version(&self) -> i32 {
+        SCHEMA_VERSION
+    }
+
+    /// The SQL that [`migrate`](Self::migrate) runs, for review.
+    pub fn migration_sql(&self) -> &str {
+        &self.sql.migrate
+    }
+
+    fn query<T>(
+        &self,
+        sql: &Arc<str>,
+        arg: Option<String>,
+        decode: impl FnOnce(Vec<String>) -> Result<T, Error> + Send + 'static,
+    ) -> Query<T> {
+        Query::new(&self.sql.schema, sql, arg, move |rows| decode(rows).map(Step::Done))
+    }
+
+    fn json_query<T, R: for<'de> Deserialize<'de>>(
+        &self,
+        sql: &Arc<str>,
+        arg: impl serde::Serialize,
+        decode: impl FnOnce(Vec<R>) -> Result<T, Error> + Send + 'static,
+    ) -> Query<T> {
+        match serde_json::to_string(&arg) {
+            Ok(arg) => self.query(sql, Some(arg), |rows| {
+                let rows: Result<Vec<R>, _> = rows.iter().map(|r| serde_json::from_str(r)).collect();
+                decode(rows?)
+            }),
+            Err(e) => Query::refused(e.into()),
+        }
+    }
+
+    /// Applies the pending migrations, serialised by an advisory lock; a no-op when the schema is current.
+    ///
+    /// Fails with [`Error::SchemaNewer`] when the database was migrated by a newer jobq.
+    pub fn migrate(&self) -> Query<()> {
+        let schema = self.sql.schema.to_string();
+        let migrate = self.query(&self.sql.migrate, None, |_| Ok(()));
+        self.schema_version().and_then(move |found| match found {
+            Some(v) if v > SCHEMA_VERSION => {
+                Err(Error::SchemaNewer { schema, found: v, expected: SCHEMA_VERSION })
+            }
+            Some(SCHEMA_VERSION) => Ok(Step::Done(())),
+            _ => Ok(Step::Then(migrate)),
+        })
+    }
+
+    /// The applied schema version, or `None` when the schema has never been applied.
+    pub fn schema_version(&self) -> Query<Option<i32>> {
+        let version_sql = self.sql.schema_version.clone();
+        let schema = self.sql.schema.clone();
+        Query::new(&self.sql.schema, &self.sql.schema_exists, None, move |rows| {
+            if rows.first().map(String::as_str) != Some("true") {
+                return Ok(Step::Done(None));
+            }
+            Ok(Step::Then(Query::new(&schema, &version_sql, None, |rows| {
+                Ok(Step::Done(Some(parse_one::<i32>(&rows)?)))
+            })))
+        })
+    }
+
+    /// Checks that the schema is applied and at this library's version; returns the version.
+    pub fn check_schema(&self) -> Query<i32> {
+        let schema = self.sql.schema.to_string();
+        self.schema_version().map(move |found| match found {
+            None => Err(Error::SchemaMissing { schema }),
+            Some(v) if v < SCHEMA_VERSION => {
+                Err(Error::SchemaOutdated { schema, found: v, expected: SCHEMA_VERSION })
+            }
+            Some(v) if v > SCHEMA_VERSION => {
+                Err(Error::SchemaNewer { schema, found: v, expected: SCHEMA_VERSION })
+            }
+            Some(v) => Ok(v),
+        })
+    }
+
+    /// Defers a typed task with its default options; the builder can override them.
+    pub fn defer<T: Task>(&self, task: &T) -> Defer {
+        match NewJob::from_task(task) {
+            Ok(job) => self.defer_job(job),
+            Err(e) => Defer { jobq: self.clone(), job: Err(e) },
+        }
+    }
+
+    /// Defers a job given by task name and JSON arguments.
+    pub fn defer_job(&self, job: NewJob) -> Defer {
+        Defer { jobq: self.clone(), job: Ok(job) }
+    }
+
+    /// Defers many jobs in one statement, atomically: when one queueing lock is taken, nothing is inserted
+    /// and [`Error::AlreadyEnqueued`] names the lock. Returns the ids in input order.
+    pub fn defer_batch(&self, jobs: impl IntoIterator<Item = NewJob>) -> Query<Vec<JobId>> {
+        let jobs: Vec<NewJob> = jobs.into_iter().collect();
+        if let Some(e) = jobs.iter().find_map(|j| check_new_job(j).err()) {
+            return Query::refused(e);
+        }
+        #[derive(Deserialize)]
+        struct Outcome {
+            ids: Option<Vec<JobId>>,
+            conflict: Option<String>,
+        }
+        self.json_query(&self.sql.defer, &jobs, |rows: Vec<Outcome>| {
+            let outcome = rows.into_iter().next().ok_or_else(no_row)?;
+            match (outcome.ids, outcome.conflict) {
+                (Some(ids), _) => Ok(ids),
+                (None, lock) => Err(Error::AlreadyEnqueued { queueing_lock: lock.unwrap_or_default() }),
+            }
+        })
+    }
+
+    /// Cancels a job: a waiting job becomes `cancelled`; with [`Cancel::abort`] a running job is asked to
+    /// stop; with [`Cancel::delete`] a waiting or finished job is deleted instead.
+    pub fn cancel(&self, id: JobId) -> Cancel {
+        Cancel { jobq: self.clone(), id, abort: false, delete: false }
+    }
+
+    /// Reads one job.
+    pub fn job(&self, id: JobId) -> Query<Job> {
+        self.json_query(&self.sql.get_job, id, move |rows: Vec<Job>| {
+            rows.into_iter().next().ok_or(Error::JobNotFound(id))
+        })
+    }
+
+    /// Reads one job's status.
+    pub fn status(&self, id: JobId) -> Query<Status> {
+        self.job(id).map(|job| Ok(job.status))
+    }
+
+    /// Lists jobs matching `filter`, oldest first.
+    pub fn list(&self, filter: &JobFilter) -> Query<Vec<Job>> {
+        self.json_query(&self.sql.list_jobs, filter, Ok)
+    }
+
+    /// Puts a finished job back to `todo`, to run now. Fails with [`Error::AlreadyEnqueued`] when another
+    /// waiting job holds its queueing lock.
+    pub fn retry(&self, id: JobId) -> Query<RetryOutcome> {
+        #[derive(Deserialize)]
+        struct Outcome {
+            outcome: String,
+            queueing_lock: Option<String>,
+        }
+        self.json_query(&self.sql.retry, serde_json::json!({ "id": id }), move |rows: Vec<Outcome>| {
+            let row = rows.into_iter().next().ok_or(Error::JobNotFound(id))?;
+            match row.outcome.as_str() {
+                "retried" => Ok(RetryOutcome::Retried),
+                "conflict" => {
+                    Err(Error::AlreadyEnqueued { queueing_lock: row.queueing_lock.unwrap_or_default() })
+                }
+                _ => Ok(RetryOutcome::Unchanged),
+            }
+        })
+    }
+}
+
+impl<T: Send + 'static> Query<T> {
+    /// A query that runs `self`, then passes its result to `next`.
+    pub(crate) fn map<U: Send + 'static>(
+        self,
+        next: impl FnOnce(T) -> Result<U, Error> + Send + 'static,
+    ) -> Query<U> {
+        self.and_then(move |value| next(value).map(Step::Done))
+    }
+}
+
+fn parse_one<T: std::str::FromStr>(rows: &[String]) -> Result<T, Error> {
+    rows.first().and_then(|r| r.parse().ok()).ok_or_else(no_row)
+}
+
+fn no_row() -> Error {
+    Error::InvalidInput("the server returned no row where jobq expected one".into())
+}
+
+/// Checks what the server would otherwise refuse less clearly.
+fn check_new_job(job: &NewJob) -> Result<(), Error> {
+    if job.task.is_empty() {
+        return Err(Error::InvalidInput("a job needs a task name".into()));
+    }
+    let names = [Some(&job.task), job.options.queue.as_ref(), job.options.lock.as_ref(), job.options.queueing_lock.as_ref()];
+    if names.into_iter().flatten().any(|n| n.contains('\0')) {
+        return Err(Error::InvalidInput("task, queue and lock names cannot contain NUL characters".into()));
+    }
+    Ok(())
+}
+
+/// A deferral being configured: queue, priority, locks and schedule. Run it like any [`Operation`].
+#[derive(Debug)]
+#[must_use = "a deferral does nothing until it is run on a connection"]
+pub struct Defer {
+    jobq: Jobq,
+    job: Result<NewJob, Error>,
+}
+
+impl Defer {
+    fn with(mut self, f: impl FnOnce(&mut JobOptions)) -> Self {
+        if let Ok(job) = &mut self.job {
+            f(&mut job.options);
+        }
+        self
+    }
+
+    /// The queue the job waits in.
+    pub fn queue(self, queue: impl Into<String>) -> Self {
+        let queue = queue.into();
+        self.with(|o| o.queue = Some(queue))
+    }
+
+    /// The job's priority: higher runs first.
+    pub fn priority(self, priority: i32) -> Self {
+        self.with(|o| o.priority = Some(priority))
+    }
+
+    /// At most one job with this lock runs at a time.
+    pub fn lock(self, lock: impl Into<String>) -> Self {
+        let lock = lock.into();
+        self.with(|o| o.lock = Some(lock))
+    }
+
+    /// At most one job with this queueing lock waits at a time; a second gets [`Error::AlreadyEnqueued`].
+    pub fn queueing_lock(self, queueing_lock: impl Into<String>) -> Self {
+        let queueing_lock = queueing_lock.into();
+        self.with(|o| o.queueing_lock = Some(queueing_lock))
+    }
+
+    /// Runs the job no earlier than `at`.
+    pub fn at(self, at: DateTime<Utc>) -> Self {
+        self.with(|o| o.scheduled_at = Some(at))
+    }
+
+    /// Runs the job no earlier than `delay` from now.
+    pub fn after(self, delay: Duration) -> Self {
+        match chrono::Duration::from_std(delay).ok().and_then(|d| Utc::now().checked_add_signed(d)) {
+            Some(at) => self.at(at),
+            None => Self { jobq: self.jobq, job: Err(Error::InvalidInput(format!("delay {delay:?} is too long"))) },
+        }
+    }
+
+    /// Replaces all options at once.
+    pub fn options(self, options: JobOptions) -> Self {
+        self.with(|o| *o = options)
+    }
+}
+
+impl Operation for Defer {
+    type Output = JobId;
+
+    fn into_query(self) -> Query<JobId> {
+        match self.job {
+            Ok(job) => self.jobq.defer_batch([job]).map(|ids| ids.into_iter().next().ok_or_else(no_row)),
+            Err(e) => Query::refused(e),
+        }
+    }
+}
+
+/// A cancellation being configured. Run it like any [`Operation`]; fails with [`Error::JobNotFound`] when
+/// no job has the id.
+#[derive(Debug)]
+#[must_use = "a cancellation does nothing until it is run on a connection"]
+pub struct Cancel {
+    jobq: Jobq,
+    id: JobId,
+    abort: bool,
+    delete: bool,
+}
+
+impl Cancel {
+    /// Also asks a running job to stop; the worker ends it as `aborted`.
+    pub fn abort(mut self) -> Self {
+        self.abort = true;
+        self
+    }
+
+    /// Deletes a waiting or finished job instead of keeping it as `cancelled`.
+    pub fn delete(mut self) -> Self {
+        self.delete = true;
+        self
+    }
+}
+
+impl Operation for Cancel {
+    type Output = CancelOutcome;
+
+    fn into_query(self) -> Query<CancelOutcome> {
+        #[derive(Deserialize)]
+        struct Outcome {
+            outcome: CancelOutcome,
+        }
+        let id = self.id;
+        let arg = serde_json::json!({ "id": id, "abort": self.abort, "delete": self.delete });
+        self.jobq.json_query(&self.jobq.sql.cancel, arg, move |rows: Vec<Outcome>| {
+            rows.into_iter().next().map(|r| r.outcome).ok_or(Error::JobNotFound(id))
+        })
+    }
+}

@@ -1,0 +1,32 @@
+//! The driver-agnostic core of jobq, a PostgreSQL job queue for Rust.
+//!
+//! jobq defers, cancels and reads jobs on a connection the caller already holds, inside the caller's own
+//! transaction (the transactional outbox), with any of the four mainstream drivers. This crate holds the
+//! job model, the SQL, the narrow [`AsyncExecutor`] and [`BlockingExecutor`] traits that driver adapters
+//! implement, and every job operation, written once on top of them. Applications use an adapter crate
+//! (`jobq-postgres`, `jobq-tokio-postgres`, `jobq-sqlx`, `jobq-diesel`), which re-exports this one.
+//!
+//! Data flows one way: user code → adapter → [`Jobq`] operation → executor → PostgreSQL.
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod executor;
+mod jobq;
+mod model;
+mod query;
+mod sql;
+
+pub use error::{ConnectorError, Error, ErrorKind};
+pub use executor::{AsyncExecutor, BlockingExecutor, Direct, IntoAsyncExecutor, IntoBlockingExecutor};
+pub use jobq::{Cancel, Defer, Jobq};
+pub use model::{
+    CancelOutcome, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status, Task,
+};
+pub use query::{Operation, Query};
+pub use sql::SCHEMA_VERSION;
+
+/// What most users import: the handle, the operation trait and the job model.
+pub mod prelude {
+    pub use crate::{Error, Job, JobFilter, JobId, JobOptions, Jobq, NewJob, Operation, Status, Task};
+}

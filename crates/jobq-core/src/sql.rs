@@ -1,0 +1,107 @@
+//! The SQL text, from the crate's `sql/` folder, rendered for one schema.
+//!
+//! `{schema}` in the files becomes the quoted schema name and `{channel}` the NOTIFY channel. The schema name
+//! is checked to be a plain identifier first; no other value is ever put into SQL text.
+
+use crate::Error;
+use std::sync::Arc;
+
+/// The numbered migrations, oldest first: (version, name, SQL).
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "0001_initial", include_str!("../sql/migrations/0001_initial.sql"))];
+
+/// The schema version this library needs.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+const MIGRATE: &str = include_str!("../sql/migrate.sql");
+
+/// Every statement jobq runs, rendered for one schema.
+#[derive(Debug)]
+pub(crate) struct Statements {
+    pub(crate) schema: Arc<str>,
+    pub(crate) channel: String,
+    pub(crate) migrate: Arc<str>,
+    pub(crate) schema_exists: Arc<str>,
+    pub(crate) schema_version: Arc<str>,
+    pub(crate) defer: Arc<str>,
+    pub(crate) get_job: Arc<str>,
+    pub(crate) list_jobs: Arc<str>,
+    pub(crate) cancel: Arc<str>,
+    pub(crate) retry: Arc<str>,
+}
+
+impl Statements {
+    pub(crate) fn new(schema: &str) -> Result<Self, Error> {
+        check_identifier(schema)?;
+        let channel = format!("jobq_{schema}");
+        let render = |text: &str| -> Arc<str> {
+            text.replace("{schema}", &format!("\"{schema}\"")).replace("{channel}", &channel).into()
+        };
+        let migrations: String = MIGRATIONS
+            .iter()
+            .map(|(version, name, sql)| {
+                let tag = format!("$jobq_m{version}$");
+                format!(
+                    "    IF NOT EXISTS (SELECT 1 FROM {{schema}}.migrations WHERE version = {version}) THEN\n\
+                     \x20       EXECUTE {tag}\n{sql}\n{tag};\n\
+                     \x20       INSERT INTO {{schema}}.migrations (version, name) VALUES ({version}, '{name}');\n\
+                     \x20   END IF;\n"
+                )
+            })
+            .collect();
+        let migrate = MIGRATE
+            .replace("{migrations}", &migrations)
+            .replace("{latest}", &SCHEMA_VERSION.to_string());
+        Ok(Self {
+            migrate: render(&migrate),
+            schema_exists: render(include_str!("../sql/queries/schema_exists.sql")),
+            schema_version: render(include_str!("../sql/queries/schema_version.sql")),
+            defer: render(include_str!("../sql/queries/defer.sql")),
+            get_job: render(include_str!("../sql/queries/get_job.sql")),
+            list_jobs: render(include_str!("../sql/queries/list_jobs.sql")),
+            cancel: render(include_str!("../sql/queries/cancel.sql")),
+            retry: render(include_str!("../sql/queries/retry.sql")),
+            schema: schema.into(),
+            channel,
+        })
+    }
+}
+
+/// Schema names are lowercase identifiers of at most 40 characters, so they can be quoted safely and the
+/// channel name derived from them stays within PostgreSQL's 63-byte limit.
+fn check_identifier(name: &str) -> Result<(), Error> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && name.len() <= 40 {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "schema name {name:?} must be 1 to 40 characters of a-z, 0-9 and _, not starting with a digit"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_are_checked() {
+        assert!(Statements::new("jobq").is_ok());
+        assert!(Statements::new("my_app_jobs2").is_ok());
+        for bad in ["", "2x", "Jobq", "a;drop", "a\"b", "x y", &"a".repeat(41)] {
+            assert!(matches!(Statements::new(bad), Err(Error::InvalidInput(_))), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_rendered() {
+        let s = Statements::new("jobq").unwrap();
+        for text in [&s.migrate, &s.defer, &s.cancel, &s.retry, &s.list_jobs, &s.get_job] {
+            assert!(!text.contains('{') || !text.contains("{schema}"), "{text}");
+            assert!(!text.contains("{channel}") && !text.contains("{latest}"), "{text}");
+        }
+        assert!(s.migrate.contains("\"jobq\".jobs"));
+    }
+}

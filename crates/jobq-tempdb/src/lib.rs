@@ -1,0 +1,314 @@
+//! A throwaway PostgreSQL server, started on demand, for jobq's tests, examples, demo and benchmarks.
+//!
+//! [`database`] gives each caller a fresh database with the jobq schema applied, cloned from a migrated
+//! template so it is fast. The server is started once per process from the machine's PostgreSQL binaries
+//! (as the `postgres` user when the process runs as root), listens on 127.0.0.1 on a free port, and is
+//! stopped and deleted when the process ends, however it ends: a watchdog process holds a pipe from this
+//! one and stops the server when the pipe closes. Servers left by a process that died before its watchdog
+//! could act are cleaned up by the next start.
+//!
+//! With `JOBQ_DATABASE_URL` (or `DATABASE_URL`) set, databases are created on that server instead, and
+//! dropped again when the [`TestDatabase`] is dropped.
+//!
+//! ```no_run
+//! let db = jobq_tempdb::database();
+//! let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+//! client.batch_execute("SELECT 1").unwrap();
+//! ```
+
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+/// Why the throwaway server could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No PostgreSQL server binaries were found.
+    #[error(
+        "no PostgreSQL server binaries (initdb, pg_ctl) found on PATH, via pg_config --bindir or in \
+         /usr/lib/postgresql/*/bin: install them (Debian: `apt-get install postgresql`) or set \
+         JOBQ_DATABASE_URL to an existing server"
+    )]
+    NoBinaries,
+    /// A command failed.
+    #[error("{command} failed: {output}")]
+    Command {
+        /// The command.
+        command: String,
+        /// What it printed.
+        output: String,
+    },
+    /// A file system operation failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The server refused a statement.
+    #[error("{}", .0.as_db_error().map_or_else(|| .0.to_string(), |e| e.to_string()))]
+    Postgres(#[from] postgres::Error),
+    /// The schema could not be applied.
+    #[error("{0}")]
+    Schema(String),
+}
+
+/// A PostgreSQL server: the throwaway one, or the one the environment names.
+pub struct Server {
+    base_url: String,
+    admin: Mutex<postgres::Client>,
+    throwaway: bool,
+    _watchdog: Option<Mutex<ChildStdin>>,
+    /// Where the throwaway server keeps its files (its log is `server.log` there).
+    pub dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("base_url", &self.base_url).field("dir", &self.dir).finish()
+    }
+}
+
+impl Server {
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base_url)
+    }
+}
+
+/// A database of its own for one test (or one demo run).
+#[derive(Debug)]
+pub struct TestDatabase {
+    name: String,
+    url: String,
+    drop_on_exit: bool,
+}
+
+impl TestDatabase {
+    /// The connection URL, `postgres://user@host:port/name`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if self.drop_on_exit {
+            if let Ok(server) = server() {
+                let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+                let _ = server.admin.lock().map(|mut c| c.batch_execute(&sql));
+            }
+        }
+    }
+}
+
+/// A fresh database with the jobq schema applied (in schema `jobq`). Panics with a clear message when no
+/// server can be had: meant for tests.
+pub fn database() -> TestDatabase {
+    try_database(true).unwrap_or_else(|e| panic!("jobq-tempdb: {e}"))
+}
+
+/// A fresh, empty database: no jobq schema. Panics when no server can be had.
+pub fn empty_database() -> TestDatabase {
+    try_database(false).unwrap_or_else(|e| panic!("jobq-tempdb: {e}"))
+}
+
+/// A fresh database, migrated when `migrated` is true.
+pub fn try_database(migrated: bool) -> Result<TestDatabase, Error> {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let server = server()?;
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = if server.throwaway {
+        format!("jobq_test_{n}")
+    } else {
+        format!("jobq_test_{}_{n}", std::process::id())
+    };
+    let template = if migrated && server.throwaway { template(server)? } else { "template0" };
+    server
+        .admin
+        .lock()
+        .expect("admin connection lock")
+        .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE {template} STRATEGY FILE_COPY"))?;
+    let db = TestDatabase { url: format!("{}/{name}", server.base_url), name, drop_on_exit: !server.throwaway };
+    if migrated && !server.throwaway {
+        migrate(db.url())?;
+    }
+    Ok(db)
+}
+
+fn template(server: &Server) -> Result<&'static str, Error> {
+    static TEMPLATE: OnceLock<()> = OnceLock::new();
+    if TEMPLATE.get().is_none() {
+        let mut admin = server.admin.lock().expect("admin connection lock");
+        if TEMPLATE.get().is_none() {
+            admin.batch_execute("CREATE DATABASE jobq_template")?;
+            migrate(&format!("{}/jobq_template", server.base_url))?;
+            TEMPLATE.set(()).ok();
+        }
+    }
+    Ok("jobq_template")
+}
+
+fn migrate(url: &str) -> Result<(), Error> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(jobq_core::Jobq::default().migration_sql())?;
+    Ok(())
+}
+
+/// The server for this process, started on first use.
+pub fn server() -> Result<&'static Server, Error> {
+    static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+    SERVER
+        .get_or_init(|| start().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| Error::Schema(e.clone()))
+}
+
+fn start() -> Result<Server, Error> {
+    let env_url = ["JOBQ_DATABASE_URL", "DATABASE_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    if let Some(url) = env_url {
+        let admin = postgres::Client::connect(&url, postgres::NoTls)?;
+        let base_url = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base).to_owned();
+        return Ok(Server { base_url, admin: Mutex::new(admin), throwaway: false, _watchdog: None, dir: None });
+    }
+    let bin = find_bindir().ok_or(Error::NoBinaries)?;
+    let root = std::env::temp_dir().join("jobq-tempdb");
+    std::fs::create_dir_all(&root)?;
+    remove_stale(&root, &bin);
+    let dir = root.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let as_root = std::fs::metadata("/proc/self")?.uid() == 0;
+    if as_root {
+        run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+    }
+    let data = dir.join("data");
+    run(pg(as_root, &bin, "initdb")
+        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+        .arg(&data))?;
+    let watchdog = spawn_watchdog(as_root, &bin, &dir)?;
+    let mut last = None;
+    for _ in 0..5 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off \
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            dir.display()
+        );
+        let started = run(pg(as_root, &bin, "pg_ctl")
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-o", &options]));
+        match started {
+            Ok(()) => {
+                let base_url = format!("postgres://postgres@127.0.0.1:{port}");
+                let admin = postgres::Client::connect(&format!("{base_url}/postgres"), postgres::NoTls)?;
+                return Ok(Server {
+                    base_url,
+                    admin: Mutex::new(admin),
+                    throwaway: true,
+                    _watchdog: Some(Mutex::new(watchdog)),
+                    dir: Some(dir),
+                });
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
+/// A command from the server binaries, run as `postgres` when this process is root (PostgreSQL refuses root).
+fn pg(as_root: bool, bin: &Path, tool: &str) -> Command {
+    if as_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+fn run(command: &mut Command) -> Result<(), Error> {
+    let out = command.stdin(Stdio::null()).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Command {
+            command: format!("{command:?}"),
+            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        })
+    }
+}
+
+/// A shell in its own process group that waits for this process's end (its stdin closes), then stops the
+/// server and deletes its files.
+fn spawn_watchdog(as_root: bool, bin: &Path, dir: &Path) -> Result<ChildStdin, Error> {
+    use std::os::unix::process::CommandExt;
+    let stop = stop_command(as_root, bin, &dir.join("data"));
+    let script = format!("read _; {stop}; rm -rf '{}'", dir.display());
+    let mut child: Child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin.flush()?;
+    Ok(stdin)
+}
+
+fn stop_command(as_root: bool, bin: &Path, data: &Path) -> String {
+    let pg_ctl = format!("'{}' stop -m immediate -D '{}'", bin.join("pg_ctl").display(), data.display());
+    if as_root { format!("runuser -u postgres -- {pg_ctl} >/dev/null 2>&1") } else { format!("{pg_ctl} >/dev/null 2>&1") }
+}
+
+/// Stops and deletes the servers of processes that no longer exist.
+fn remove_stale(root: &Path, bin: &Path) {
+    let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let path = entry.path();
+        let _ = Command::new("sh").args(["-c", &stop_command(as_root, bin, &path.join("data"))]).status();
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}
+
+/// The directory holding `initdb` and `pg_ctl`.
+fn find_bindir() -> Option<PathBuf> {
+    let has_tools = |dir: &Path| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file();
+    let on_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|d| has_tools(d))
+        .map(|d| std::fs::canonicalize(d.join("initdb")).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or(d));
+    let from_pg_config = || {
+        let out = Command::new("pg_config").arg("--bindir").output().ok()?;
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        has_tools(&dir).then_some(dir)
+    };
+    let from_debian = || {
+        let mut dirs: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .filter(|(_, d)| has_tools(d))
+            .collect();
+        dirs.sort();
+        dirs.pop().map(|(_, d)| d)
+    };
+    on_path.or_else(from_pg_config).or_else(from_debian)
+}

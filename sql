@@ -1,0 +1,1 @@
+crates/jobq-core/sql
