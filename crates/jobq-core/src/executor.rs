@@ -10,7 +10,7 @@ use std::future::Future;
 /// An async connection (or pool) that runs jobq's statements.
 ///
 /// `sql` takes `$1` as text when `arg` is `Some`, and no parameter when it is `None`; every row it returns
-/// has one non-null text column. An implementation must not begin, commit or roll back transactions, nor
+/// has one non-null text column, named `jobq`. An implementation must not begin, commit or roll back transactions, nor
 /// change session settings.
 ///
 /// Implemented for: `&mut E` where `E: AsyncExecutor`; each adapter's pool and connection wrappers.

@@ -33,5 +33,5 @@ SELECT jsonb_build_object(
         WHEN EXISTS (SELECT 1 FROM deleted) THEN 'deleted'
         WHEN EXISTS (SELECT 1 FROM cancelled) THEN 'cancelled'
         WHEN (SELECT count(*) FROM notified) > 0 THEN 'abort_requested'
-        ELSE 'unchanged' END)::text
+        ELSE 'unchanged' END)::text AS jobq
 FROM target t

@@ -1,6 +1,6 @@
 -- $1: a JSON filter {queue, task, status, lock, queueing_lock, after_id, limit}; every key optional.
 -- Returns matching job rows as JSON, oldest first.
-SELECT to_jsonb(j)::text
+SELECT to_jsonb(j)::text AS jobq
 FROM {schema}.jobs j, (SELECT ($1::text)::jsonb AS f) p
 WHERE (p.f->>'queue' IS NULL OR j.queue = p.f->>'queue')
   AND (p.f->>'task' IS NULL OR j.task = p.f->>'task')

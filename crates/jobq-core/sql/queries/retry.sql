@@ -26,5 +26,5 @@ SELECT jsonb_build_object(
         WHEN (SELECT count(*) FROM notified) > 0 THEN 'retried'
         WHEN EXISTS (SELECT 1 FROM blocked) THEN 'conflict'
         ELSE 'unchanged' END,
-    'queueing_lock', t.queueing_lock)::text
+    'queueing_lock', t.queueing_lock)::text AS jobq
 FROM target t

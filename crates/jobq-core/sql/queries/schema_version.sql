@@ -1,2 +1,2 @@
 -- No parameter. The highest applied migration.
-SELECT coalesce(max(version), 0)::text FROM {schema}.migrations
+SELECT coalesce(max(version), 0)::text AS jobq FROM {schema}.migrations
