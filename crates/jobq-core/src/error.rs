@@ -83,7 +83,14 @@ pub struct ConnectorError {
 impl ConnectorError {
     /// An error of `kind` with a message and no driver error behind it.
     pub fn new(connector: &'static str, kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, connector, sqlstate: None, constraint: None, message: message.into(), source: None }
+        Self {
+            kind,
+            connector,
+            sqlstate: None,
+            constraint: None,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An error for a server error: the kind comes from `sqlstate`.
@@ -127,7 +134,10 @@ impl fmt::Display for ConnectorError {
             write!(f, " (SQLSTATE {code})")?;
         }
         if self.kind == ErrorKind::InFailedTransaction {
-            write!(f, "; the transaction already failed, roll it back before using the connection")?;
+            write!(
+                f,
+                "; the transaction already failed, roll it back before using the connection"
+            )?;
         }
         Ok(())
     }
@@ -135,7 +145,9 @@ impl fmt::Display for ConnectorError {
 
 impl std::error::Error for ConnectorError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 

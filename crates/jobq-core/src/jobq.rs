@@ -47,7 +47,9 @@ impl Jobq {
 
     /// jobq in another schema: 1 to 40 characters of `a-z`, `0-9` and `_`.
     pub fn with_schema(schema: &str) -> Result<Self, Error> {
-        Ok(Self { sql: Arc::new(Statements::new(schema)?) })
+        Ok(Self {
+            sql: Arc::new(Statements::new(schema)?),
+        })
     }
 
     /// The schema's name.
@@ -81,7 +83,9 @@ impl Jobq {
         arg: Option<String>,
         decode: impl FnOnce(Vec<String>) -> Result<T, Error> + Send + 'static,
     ) -> Query<T> {
-        Query::new(&self.sql.schema, sql, arg, move |rows| decode(rows).map(Step::Done))
+        Query::new(&self.sql.schema, sql, arg, move |rows| {
+            decode(rows).map(Step::Done)
+        })
     }
 
     fn json_query<T, R: for<'de> Deserialize<'de>>(
@@ -92,7 +96,8 @@ impl Jobq {
     ) -> Query<T> {
         match serde_json::to_string(&arg) {
             Ok(arg) => self.query(sql, Some(arg), |rows| {
-                let rows: Result<Vec<R>, _> = rows.iter().map(|r| serde_json::from_str(r)).collect();
+                let rows: Result<Vec<R>, _> =
+                    rows.iter().map(|r| serde_json::from_str(r)).collect();
                 decode(rows?)
             }),
             Err(e) => Query::refused(e.into()),
@@ -106,9 +111,11 @@ impl Jobq {
         let schema = self.sql.schema.to_string();
         let migrate = self.query(&self.sql.migrate, None, |_| Ok(()));
         self.schema_version().and_then(move |found| match found {
-            Some(v) if v > SCHEMA_VERSION => {
-                Err(Error::SchemaNewer { schema, found: v, expected: SCHEMA_VERSION })
-            }
+            Some(v) if v > SCHEMA_VERSION => Err(Error::SchemaNewer {
+                schema,
+                found: v,
+                expected: SCHEMA_VERSION,
+            }),
             Some(SCHEMA_VERSION) => Ok(Step::Done(())),
             _ => Ok(Step::Then(migrate)),
         })
@@ -118,14 +125,22 @@ impl Jobq {
     pub fn schema_version(&self) -> Query<Option<i32>> {
         let version_sql = self.sql.schema_version.clone();
         let schema = self.sql.schema.clone();
-        Query::new(&self.sql.schema, &self.sql.schema_exists, None, move |rows| {
-            if rows.first().map(String::as_str) != Some("true") {
-                return Ok(Step::Done(None));
-            }
-            Ok(Step::Then(Query::new(&schema, &version_sql, None, |rows| {
-                Ok(Step::Done(Some(parse_one::<i32>(&rows)?)))
-            })))
-        })
+        Query::new(
+            &self.sql.schema,
+            &self.sql.schema_exists,
+            None,
+            move |rows| {
+                if rows.first().map(String::as_str) != Some("true") {
+                    return Ok(Step::Done(None));
+                }
+                Ok(Step::Then(Query::new(
+                    &schema,
+                    &version_sql,
+                    None,
+                    |rows| Ok(Step::Done(Some(parse_one::<i32>(&rows)?))),
+                )))
+            },
+        )
     }
 
     /// Checks that the schema is applied and at this library's version; returns the version.
@@ -133,12 +148,16 @@ impl Jobq {
         let schema = self.sql.schema.to_string();
         self.schema_version().map(move |found| match found {
             None => Err(Error::SchemaMissing { schema }),
-            Some(v) if v < SCHEMA_VERSION => {
-                Err(Error::SchemaOutdated { schema, found: v, expected: SCHEMA_VERSION })
-            }
-            Some(v) if v > SCHEMA_VERSION => {
-                Err(Error::SchemaNewer { schema, found: v, expected: SCHEMA_VERSION })
-            }
+            Some(v) if v < SCHEMA_VERSION => Err(Error::SchemaOutdated {
+                schema,
+                found: v,
+                expected: SCHEMA_VERSION,
+            }),
+            Some(v) if v > SCHEMA_VERSION => Err(Error::SchemaNewer {
+                schema,
+                found: v,
+                expected: SCHEMA_VERSION,
+            }),
             Some(v) => Ok(v),
         })
     }
@@ -147,13 +166,19 @@ impl Jobq {
     pub fn defer<T: Task>(&self, task: &T) -> Defer {
         match NewJob::from_task(task) {
             Ok(job) => self.defer_job(job),
-            Err(e) => Defer { jobq: self.clone(), job: Err(e) },
+            Err(e) => Defer {
+                jobq: self.clone(),
+                job: Err(e),
+            },
         }
     }
 
     /// Defers a job given by task name and JSON arguments.
     pub fn defer_job(&self, job: NewJob) -> Defer {
-        Defer { jobq: self.clone(), job: Ok(job) }
+        Defer {
+            jobq: self.clone(),
+            job: Ok(job),
+        }
     }
 
     /// Defers many jobs in one statement, atomically: when one queueing lock is taken, nothing is inserted
@@ -172,7 +197,9 @@ impl Jobq {
             let outcome = rows.into_iter().next().ok_or_else(no_row)?;
             match (outcome.ids, outcome.conflict) {
                 (Some(ids), _) => Ok(ids),
-                (None, lock) => Err(Error::AlreadyEnqueued { queueing_lock: lock.unwrap_or_default() }),
+                (None, lock) => Err(Error::AlreadyEnqueued {
+                    queueing_lock: lock.unwrap_or_default(),
+                }),
             }
         })
     }
@@ -180,7 +207,12 @@ impl Jobq {
     /// Cancels a job: a waiting job becomes `cancelled`; with [`Cancel::abort`] a running job is asked to
     /// stop; with [`Cancel::delete`] a waiting or finished job is deleted instead.
     pub fn cancel(&self, id: JobId) -> Cancel {
-        Cancel { jobq: self.clone(), id, abort: false, delete: false }
+        Cancel {
+            jobq: self.clone(),
+            id,
+            abort: false,
+            delete: false,
+        }
     }
 
     /// Reads one job.
@@ -208,16 +240,20 @@ impl Jobq {
             outcome: String,
             queueing_lock: Option<String>,
         }
-        self.json_query(&self.sql.retry, serde_json::json!({ "id": id }), move |rows: Vec<Outcome>| {
-            let row = rows.into_iter().next().ok_or(Error::JobNotFound(id))?;
-            match row.outcome.as_str() {
-                "retried" => Ok(RetryOutcome::Retried),
-                "conflict" => {
-                    Err(Error::AlreadyEnqueued { queueing_lock: row.queueing_lock.unwrap_or_default() })
+        self.json_query(
+            &self.sql.retry,
+            serde_json::json!({ "id": id }),
+            move |rows: Vec<Outcome>| {
+                let row = rows.into_iter().next().ok_or(Error::JobNotFound(id))?;
+                match row.outcome.as_str() {
+                    "retried" => Ok(RetryOutcome::Retried),
+                    "conflict" => Err(Error::AlreadyEnqueued {
+                        queueing_lock: row.queueing_lock.unwrap_or_default(),
+                    }),
+                    _ => Ok(RetryOutcome::Unchanged),
                 }
-                _ => Ok(RetryOutcome::Unchanged),
-            }
-        })
+            },
+        )
     }
 }
 
@@ -244,9 +280,16 @@ fn check_new_job(job: &NewJob) -> Result<(), Error> {
     if job.task.is_empty() {
         return Err(Error::InvalidInput("a job needs a task name".into()));
     }
-    let names = [Some(&job.task), job.options.queue.as_ref(), job.options.lock.as_ref(), job.options.queueing_lock.as_ref()];
+    let names = [
+        Some(&job.task),
+        job.options.queue.as_ref(),
+        job.options.lock.as_ref(),
+        job.options.queueing_lock.as_ref(),
+    ];
     if names.into_iter().flatten().any(|n| n.contains('\0')) {
-        return Err(Error::InvalidInput("task, queue and lock names cannot contain NUL characters".into()));
+        return Err(Error::InvalidInput(
+            "task, queue and lock names cannot contain NUL characters".into(),
+        ));
     }
     Ok(())
 }
@@ -297,9 +340,15 @@ impl Defer {
 
     /// Runs the job no earlier than `delay` from now.
     pub fn after(self, delay: Duration) -> Self {
-        match chrono::Duration::from_std(delay).ok().and_then(|d| Utc::now().checked_add_signed(d)) {
+        match chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+        {
             Some(at) => self.at(at),
-            None => Self { jobq: self.jobq, job: Err(Error::InvalidInput(format!("delay {delay:?} is too long"))) },
+            None => Self {
+                jobq: self.jobq,
+                job: Err(Error::InvalidInput(format!("delay {delay:?} is too long"))),
+            },
         }
     }
 
@@ -314,7 +363,10 @@ impl Operation for Defer {
 
     fn into_query(self) -> Query<JobId> {
         match self.job {
-            Ok(job) => self.jobq.defer_batch([job]).map(|ids| ids.into_iter().next().ok_or_else(no_row)),
+            Ok(job) => self
+                .jobq
+                .defer_batch([job])
+                .map(|ids| ids.into_iter().next().ok_or_else(no_row)),
             Err(e) => Query::refused(e),
         }
     }
@@ -355,8 +407,12 @@ impl Operation for Cancel {
         }
         let id = self.id;
         let arg = serde_json::json!({ "id": id, "abort": self.abort, "delete": self.delete });
-        self.jobq.json_query(&self.jobq.sql.cancel, arg, move |rows: Vec<Outcome>| {
-            rows.into_iter().next().map(|r| r.outcome).ok_or(Error::JobNotFound(id))
-        })
+        self.jobq
+            .json_query(&self.jobq.sql.cancel, arg, move |rows: Vec<Outcome>| {
+                rows.into_iter()
+                    .next()
+                    .map(|r| r.outcome)
+                    .ok_or(Error::JobNotFound(id))
+            })
     }
 }

@@ -18,7 +18,9 @@ mod query;
 mod sql;
 
 pub use error::{ConnectorError, Error, ErrorKind};
-pub use executor::{AsyncExecutor, BlockingExecutor, Direct, IntoAsyncExecutor, IntoBlockingExecutor};
+pub use executor::{
+    AsyncExecutor, BlockingExecutor, Direct, IntoAsyncExecutor, IntoBlockingExecutor,
+};
 pub use jobq::{Cancel, Defer, Jobq};
 pub use model::{
     CancelOutcome, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status, Task,
@@ -28,5 +30,7 @@ pub use sql::SCHEMA_VERSION;
 
 /// What most users import: the handle, the operation trait and the job model.
 pub mod prelude {
-    pub use crate::{Error, Job, JobFilter, JobId, JobOptions, Jobq, NewJob, Operation, Status, Task};
+    pub use crate::{
+        Error, Job, JobFilter, JobId, JobOptions, Jobq, NewJob, Operation, Status, Task,
+    };
 }

@@ -36,8 +36,14 @@ pub enum Status {
 
 impl Status {
     /// Every status, in life-cycle order.
-    pub const ALL: [Status; 6] =
-        [Self::Todo, Self::Doing, Self::Succeeded, Self::Failed, Self::Cancelled, Self::Aborted];
+    pub const ALL: [Status; 6] = [
+        Self::Todo,
+        Self::Doing,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+        Self::Aborted,
+    ];
 
     /// The name stored in the database.
     pub fn as_str(self) -> &'static str {
@@ -148,12 +154,20 @@ pub struct NewJob {
 impl NewJob {
     /// A job for the task named `task` with JSON arguments and default options.
     pub fn new(task: impl Into<String>, args: serde_json::Value) -> Self {
-        Self { task: task.into(), args, options: JobOptions::default() }
+        Self {
+            task: task.into(),
+            args,
+            options: JobOptions::default(),
+        }
     }
 
     /// A job for a typed task, with the task's default options.
     pub fn from_task<T: Task>(task: &T) -> Result<Self, crate::Error> {
-        Ok(Self { task: T::NAME.to_owned(), args: serde_json::to_value(task)?, options: task.options() })
+        Ok(Self {
+            task: T::NAME.to_owned(),
+            args: serde_json::to_value(task)?,
+            options: task.options(),
+        })
     }
 }
 

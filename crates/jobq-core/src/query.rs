@@ -33,7 +33,11 @@ pub struct Query<T> {
 impl<T> std::fmt::Debug for Query<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.statement {
-            Ok(s) => f.debug_struct("Query").field("sql", &s.sql).field("arg", &s.arg).finish(),
+            Ok(s) => f
+                .debug_struct("Query")
+                .field("sql", &s.sql)
+                .field("arg", &s.arg)
+                .finish(),
             Err(e) => f.debug_struct("Query").field("error", e).finish(),
         }
     }
@@ -83,7 +87,9 @@ impl<T> Query<T> {
 
     /// A query that fails with `error` without sending anything.
     pub(crate) fn refused(error: Error) -> Self {
-        Self { statement: Err(error) }
+        Self {
+            statement: Err(error),
+        }
     }
 
     /// Runs the query on an async connection, transaction or pool.
@@ -95,7 +101,9 @@ impl<T> Query<T> {
         let mut executor = conn.into_executor()?;
         loop {
             let statement = query.statement?;
-            let rows = executor.query(&statement.sql, statement.arg.as_deref()).await;
+            let rows = executor
+                .query(&statement.sql, statement.arg.as_deref())
+                .await;
             match statement.finish(rows)? {
                 Step::Done(value) => return Ok(value),
                 Step::Then(next) => query = next,
@@ -126,9 +134,9 @@ impl<T> Statement<T> {
         match rows {
             Ok(rows) => (self.decode)(rows),
             // Every jobq statement names only jobq's own tables and functions.
-            Err(e) if e.kind == ErrorKind::UndefinedObject => {
-                Err(Error::SchemaMissing { schema: self.schema.to_string() })
-            }
+            Err(e) if e.kind == ErrorKind::UndefinedObject => Err(Error::SchemaMissing {
+                schema: self.schema.to_string(),
+            }),
             Err(e) => Err(e.into()),
         }
     }

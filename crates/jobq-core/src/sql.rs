@@ -7,8 +7,11 @@ use crate::Error;
 use std::sync::Arc;
 
 /// The numbered migrations, oldest first: (version, name, SQL).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "0001_initial", include_str!("../sql/migrations/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_initial",
+    include_str!("../sql/migrations/0001_initial.sql"),
+)];
 
 /// The schema version this library needs.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -35,7 +38,9 @@ impl Statements {
         check_identifier(schema)?;
         let channel = format!("jobq_{schema}");
         let render = |text: &str| -> Arc<str> {
-            text.replace("{schema}", &format!("\"{schema}\"")).replace("{channel}", &channel).into()
+            text.replace("{schema}", &format!("\"{schema}\""))
+                .replace("{channel}", &channel)
+                .into()
         };
         let migrations: String = MIGRATIONS
             .iter()
@@ -71,7 +76,9 @@ impl Statements {
 /// channel name derived from them stays within PostgreSQL's 63-byte limit.
 fn check_identifier(name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if first_ok && rest_ok && name.len() <= 40 {
         Ok(())
@@ -91,16 +98,29 @@ mod tests {
         assert!(Statements::new("jobq").is_ok());
         assert!(Statements::new("my_app_jobs2").is_ok());
         for bad in ["", "2x", "Jobq", "a;drop", "a\"b", "x y", &"a".repeat(41)] {
-            assert!(matches!(Statements::new(bad), Err(Error::InvalidInput(_))), "{bad:?}");
+            assert!(
+                matches!(Statements::new(bad), Err(Error::InvalidInput(_))),
+                "{bad:?}"
+            );
         }
     }
 
     #[test]
     fn every_placeholder_is_rendered() {
         let s = Statements::new("jobq").unwrap();
-        for text in [&s.migrate, &s.defer, &s.cancel, &s.retry, &s.list_jobs, &s.get_job] {
+        for text in [
+            &s.migrate,
+            &s.defer,
+            &s.cancel,
+            &s.retry,
+            &s.list_jobs,
+            &s.get_job,
+        ] {
             assert!(!text.contains('{') || !text.contains("{schema}"), "{text}");
-            assert!(!text.contains("{channel}") && !text.contains("{latest}"), "{text}");
+            assert!(
+                !text.contains("{channel}") && !text.contains("{latest}"),
+                "{text}"
+            );
         }
         assert!(s.migrate.contains("\"jobq\".jobs"));
     }

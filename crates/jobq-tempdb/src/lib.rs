@@ -64,7 +64,10 @@ pub struct Server {
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server").field("base_url", &self.base_url).field("dir", &self.dir).finish()
+        f.debug_struct("Server")
+            .field("base_url", &self.base_url)
+            .field("dir", &self.dir)
+            .finish()
     }
 }
 
@@ -98,10 +101,12 @@ impl TestDatabase {
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         if self.drop_on_exit {
-            if let Ok(server) = server() {
-                let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
-                let _ = server.admin.lock().map(|mut c| c.batch_execute(&sql));
-            }
+            let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
+            off_runtime(|| {
+                if let Ok(server) = server() {
+                    let _ = server.admin.lock().map(|mut c| c.batch_execute(&sql));
+                }
+            });
         }
     }
 }
@@ -117,8 +122,22 @@ pub fn empty_database() -> TestDatabase {
     try_database(false).unwrap_or_else(|e| panic!("jobq-tempdb: {e}"))
 }
 
-/// A fresh database, migrated when `migrated` is true.
+/// A fresh database, migrated when `migrated` is true. Callable from sync and async code alike.
 pub fn try_database(migrated: bool) -> Result<TestDatabase, Error> {
+    off_runtime(|| create_database(migrated))
+}
+
+/// Runs `f` on a thread of its own: the sync `postgres` client this crate uses must not run on a thread
+/// that drives an async runtime, and callers may be async tests.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(f)
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+fn create_database(migrated: bool) -> Result<TestDatabase, Error> {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let server = server()?;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -127,13 +146,23 @@ pub fn try_database(migrated: bool) -> Result<TestDatabase, Error> {
     } else {
         format!("jobq_test_{}_{n}", std::process::id())
     };
-    let template = if migrated && server.throwaway { template(server)? } else { "template0" };
+    let template = if migrated && server.throwaway {
+        template(server)?
+    } else {
+        "template0"
+    };
     server
         .admin
         .lock()
         .expect("admin connection lock")
-        .batch_execute(&format!("CREATE DATABASE \"{name}\" TEMPLATE {template} STRATEGY FILE_COPY"))?;
-    let db = TestDatabase { url: format!("{}/{name}", server.base_url), name, drop_on_exit: !server.throwaway };
+        .batch_execute(&format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE {template} STRATEGY FILE_COPY"
+        ))?;
+    let db = TestDatabase {
+        url: format!("{}/{name}", server.base_url),
+        name,
+        drop_on_exit: !server.throwaway,
+    };
     if migrated && !server.throwaway {
         migrate(db.url())?;
     }
@@ -163,7 +192,7 @@ fn migrate(url: &str) -> Result<(), Error> {
 pub fn server() -> Result<&'static Server, Error> {
     static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
     SERVER
-        .get_or_init(|| start().map_err(|e| e.to_string()))
+        .get_or_init(|| off_runtime(|| start().map_err(|e| e.to_string())))
         .as_ref()
         .map_err(|e| Error::Schema(e.clone()))
 }
@@ -174,8 +203,17 @@ fn start() -> Result<Server, Error> {
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
     if let Some(url) = env_url {
         let admin = postgres::Client::connect(&url, postgres::NoTls)?;
-        let base_url = url.rsplit_once('/').map_or(url.as_str(), |(base, _)| base).to_owned();
-        return Ok(Server { base_url, admin: Mutex::new(admin), throwaway: false, _watchdog: None, dir: None });
+        let base_url = url
+            .rsplit_once('/')
+            .map_or(url.as_str(), |(base, _)| base)
+            .to_owned();
+        return Ok(Server {
+            base_url,
+            admin: Mutex::new(admin),
+            throwaway: false,
+            _watchdog: None,
+            dir: None,
+        });
     }
     let bin = find_bindir().ok_or(Error::NoBinaries)?;
     let root = std::env::temp_dir().join("jobq-tempdb");
@@ -190,12 +228,24 @@ fn start() -> Result<Server, Error> {
     }
     let data = dir.join("data");
     run(pg(as_root, &bin, "initdb")
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "-D"])
+        .args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "-D",
+        ])
         .arg(&data))?;
     let watchdog = spawn_watchdog(as_root, &bin, &dir)?;
     let mut last = None;
     for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off \
              -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
@@ -210,7 +260,8 @@ fn start() -> Result<Server, Error> {
         match started {
             Ok(()) => {
                 let base_url = format!("postgres://postgres@127.0.0.1:{port}");
-                let admin = postgres::Client::connect(&format!("{base_url}/postgres"), postgres::NoTls)?;
+                let admin =
+                    postgres::Client::connect(&format!("{base_url}/postgres"), postgres::NoTls)?;
                 return Ok(Server {
                     base_url,
                     admin: Mutex::new(admin),
@@ -243,7 +294,11 @@ fn run(command: &mut Command) -> Result<(), Error> {
     } else {
         Err(Error::Command {
             command: format!("{command:?}"),
-            output: format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
         })
     }
 }
@@ -267,21 +322,41 @@ fn spawn_watchdog(as_root: bool, bin: &Path, dir: &Path) -> Result<ChildStdin, E
 }
 
 fn stop_command(as_root: bool, bin: &Path, data: &Path) -> String {
-    let pg_ctl = format!("'{}' stop -m immediate -D '{}'", bin.join("pg_ctl").display(), data.display());
-    if as_root { format!("runuser -u postgres -- {pg_ctl} >/dev/null 2>&1") } else { format!("{pg_ctl} >/dev/null 2>&1") }
+    let pg_ctl = format!(
+        "'{}' stop -m immediate -D '{}'",
+        bin.join("pg_ctl").display(),
+        data.display()
+    );
+    if as_root {
+        format!("runuser -u postgres -- {pg_ctl} >/dev/null 2>&1")
+    } else {
+        format!("{pg_ctl} >/dev/null 2>&1")
+    }
 }
 
 /// Stops and deletes the servers of processes that no longer exist.
 fn remove_stale(root: &Path, bin: &Path) {
-    let as_root = std::fs::metadata("/proc/self").map(|m| m.uid() == 0).unwrap_or(false);
-    let Ok(entries) = std::fs::read_dir(root) else { return };
+    let as_root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
         let path = entry.path();
-        let _ = Command::new("sh").args(["-c", &stop_command(as_root, bin, &path.join("data"))]).status();
+        let _ = Command::new("sh")
+            .args(["-c", &stop_command(as_root, bin, &path.join("data"))])
+            .status();
         let _ = std::fs::remove_dir_all(&path);
     }
 }
@@ -294,7 +369,12 @@ fn find_bindir() -> Option<PathBuf> {
         .unwrap_or_default()
         .into_iter()
         .find(|d| has_tools(d))
-        .map(|d| std::fs::canonicalize(d.join("initdb")).ok().and_then(|p| p.parent().map(Path::to_path_buf)).unwrap_or(d));
+        .map(|d| {
+            std::fs::canonicalize(d.join("initdb"))
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or(d)
+        });
     let from_pg_config = || {
         let out = Command::new("pg_config").arg("--bindir").output().ok()?;
         let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());

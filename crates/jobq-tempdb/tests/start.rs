@@ -6,12 +6,19 @@ fn databases_are_fresh_and_migrated() {
     let b = jobq_tempdb::database();
     assert_ne!(a.name(), b.name());
     let mut client = postgres::Client::connect(a.url(), postgres::NoTls).unwrap();
-    let version: i32 = client.query_one("SELECT max(version) FROM jobq.migrations", &[]).unwrap().get(0);
+    let version: i32 = client
+        .query_one("SELECT max(version) FROM jobq.migrations", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(version, jobq_core::SCHEMA_VERSION);
-    client.batch_execute("CREATE TABLE only_in_a (x int)").unwrap();
+    client
+        .batch_execute("CREATE TABLE only_in_a (x int)")
+        .unwrap();
     let mut other = postgres::Client::connect(b.url(), postgres::NoTls).unwrap();
-    let found: Option<String> =
-        other.query_one("SELECT to_regclass('only_in_a')::text", &[]).unwrap().get(0);
+    let found: Option<String> = other
+        .query_one("SELECT to_regclass('only_in_a')::text", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(found, None);
 }
 
@@ -19,7 +26,9 @@ fn databases_are_fresh_and_migrated() {
 fn empty_databases_have_no_schema() {
     let db = jobq_tempdb::empty_database();
     let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
-    let found: Option<String> =
-        client.query_one("SELECT to_regclass('jobq.jobs')::text", &[]).unwrap().get(0);
+    let found: Option<String> = client
+        .query_one("SELECT to_regclass('jobq.jobs')::text", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(found, None);
 }

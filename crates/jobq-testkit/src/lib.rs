@@ -14,7 +14,10 @@
 use jobq_core::{Error, Query};
 use std::future::Future;
 
+mod observer;
 pub mod suite;
+
+pub use observer::{Listener, Observer};
 
 /// How the suite reaches one adapter: a caller-held connection and a pool, both used through the adapter's
 /// public API.
@@ -43,11 +46,17 @@ pub trait CallerConnection: Send + 'static {
     /// first row as text, if there is one; a failure's message on error.
     fn sql(&mut self, sql: &str) -> impl Future<Output = Result<Option<String>, String>> + Send;
     /// Runs a jobq query through the adapter's caller-supplied path, inside the open transaction if any.
-    fn run<T: Send + 'static>(&mut self, query: Query<T>) -> impl Future<Output = Result<T, Error>> + Send;
+    fn run<T: Send + 'static>(
+        &mut self,
+        query: Query<T>,
+    ) -> impl Future<Output = Result<T, Error>> + Send;
 }
 
 /// A pool, driven through the adapter's pooled path.
 pub trait PooledConnection: Send + Sync + 'static {
     /// Runs a jobq query through the adapter's pooled path.
-    fn run<T: Send + 'static>(&self, query: Query<T>) -> impl Future<Output = Result<T, Error>> + Send;
+    fn run<T: Send + 'static>(
+        &self,
+        query: Query<T>,
+    ) -> impl Future<Output = Result<T, Error>> + Send;
 }

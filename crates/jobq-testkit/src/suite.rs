@@ -1,1 +1,674 @@
-pub mod placeholder {}
+//! The cases of the conformance suite. Each runs against a fresh database; [`conformance_tests!`] turns
+//! every one into a test of the adapter that invokes it.
+//!
+//! [`conformance_tests!`]: crate::conformance_tests
+
+use crate::observer::{Listener, Observer};
+use crate::{CallerConnection, Harness, PooledConnection};
+use jobq_core::prelude::*;
+use jobq_core::{CancelOutcome, ErrorKind, RetryOutcome};
+use jobq_tempdb::TestDatabase;
+use serde_json::json;
+
+/// Everything a case starts with: its database, the caller's connection, an observer and jobq.
+struct Setup<C> {
+    db: TestDatabase,
+    conn: C,
+    observer: Observer,
+    jobq: Jobq,
+}
+
+async fn setup<H: Harness>() -> Setup<H::Conn> {
+    let db = jobq_tempdb::database();
+    let observer = Observer::connect(db.url()).await;
+    observer
+        .execute("CREATE TABLE orders (id bigint PRIMARY KEY, item text NOT NULL)")
+        .await;
+    let conn = H::connect(db.url()).await;
+    Setup {
+        db,
+        conn,
+        observer,
+        jobq: Jobq::default(),
+    }
+}
+
+fn job(task: &str, args: serde_json::Value) -> NewJob {
+    NewJob::new(task, args)
+}
+
+fn with_queueing_lock(mut job: NewJob, lock: &str) -> NewJob {
+    job.options.queueing_lock = Some(lock.to_owned());
+    job
+}
+
+async fn jobs(observer: &Observer) -> i64 {
+    observer.count("SELECT * FROM jobq.jobs").await
+}
+
+async fn status_seen_by_others(observer: &Observer, id: JobId) -> String {
+    observer
+        .text(&format!("SELECT status FROM jobq.jobs WHERE id = {id}"))
+        .await
+        .expect("job exists")
+}
+
+/// Defer inside the caller's transaction: invisible and unannounced until commit, then both.
+pub async fn defer_is_visible_and_notified_only_at_commit<H: Harness>() {
+    let Setup {
+        db,
+        mut conn,
+        observer,
+        jobq,
+    } = setup::<H>().await;
+    let mut listener = Listener::start(db.url(), jobq.channel()).await;
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1, 'book')")
+        .await
+        .unwrap();
+    let id = conn
+        .run(
+            jobq.defer_job(job("process_order", json!({"order_id": 1})))
+                .queue("orders")
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        jobs(&observer).await,
+        0,
+        "an uncommitted job is invisible to others"
+    );
+    assert!(
+        listener.received_before_now().await.is_empty(),
+        "no NOTIFY before commit"
+    );
+    conn.commit().await;
+    assert_eq!(
+        listener.received_before_now().await,
+        vec!["orders".to_owned()],
+        "one NOTIFY at commit"
+    );
+    assert_eq!(status_seen_by_others(&observer, id).await, "todo");
+    assert_eq!(observer.count("SELECT * FROM orders").await, 1);
+}
+
+/// Defer, then roll back: neither the job nor the caller's row exists, and nobody was notified.
+pub async fn rollback_leaves_no_job_and_no_notification<H: Harness>() {
+    let Setup {
+        db,
+        mut conn,
+        observer,
+        jobq,
+    } = setup::<H>().await;
+    let mut listener = Listener::start(db.url(), jobq.channel()).await;
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1, 'book')")
+        .await
+        .unwrap();
+    conn.run(
+        jobq.defer_job(job("process_order", json!({"order_id": 1})))
+            .into_query(),
+    )
+    .await
+    .unwrap();
+    conn.rollback().await;
+    assert!(listener.received_before_now().await.is_empty());
+    assert_eq!(jobs(&observer).await, 0);
+    assert_eq!(observer.count("SELECT * FROM orders").await, 0);
+}
+
+/// A batch with one taken queueing lock inserts nothing, names the lock, and keeps the transaction usable.
+pub async fn batch_defer_is_atomic_and_names_the_conflict<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    conn.run(jobq.defer_batch([with_queueing_lock(job("t", json!({})), "taken")]))
+        .await
+        .unwrap();
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1, 'book')")
+        .await
+        .unwrap();
+    let batch = [
+        with_queueing_lock(job("t", json!({"n": 1})), "free"),
+        with_queueing_lock(job("t", json!({"n": 2})), "taken"),
+        job("t", json!({"n": 3})),
+    ];
+    match conn.run(jobq.defer_batch(batch)).await {
+        Err(Error::AlreadyEnqueued { queueing_lock }) => assert_eq!(queueing_lock, "taken"),
+        other => panic!("expected AlreadyEnqueued, got {other:?}"),
+    }
+    let ids = conn
+        .run(jobq.defer_batch([job("t", json!({"n": 4})), job("t", json!({"n": 5}))]))
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(ids[0] < ids[1], "ids come back in input order");
+    conn.commit().await;
+    assert_eq!(
+        observer.count("SELECT * FROM orders").await,
+        1,
+        "the caller's own row committed"
+    );
+    assert_eq!(
+        jobs(&observer).await,
+        3,
+        "the first job and the second batch, nothing of the failed batch"
+    );
+    assert_eq!(
+        observer
+            .count("SELECT * FROM jobq.jobs WHERE queueing_lock = 'free'")
+            .await,
+        0
+    );
+}
+
+/// Two jobs of one batch sharing a queueing lock conflict with each other.
+pub async fn batch_with_a_repeated_queueing_lock_is_refused<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let batch = [
+        with_queueing_lock(job("t", json!({})), "same"),
+        with_queueing_lock(job("t", json!({})), "same"),
+    ];
+    match conn.run(jobq.defer_batch(batch)).await {
+        Err(Error::AlreadyEnqueued { queueing_lock }) => assert_eq!(queueing_lock, "same"),
+        other => panic!("expected AlreadyEnqueued, got {other:?}"),
+    }
+    assert_eq!(jobs(&observer).await, 0);
+}
+
+/// A single deferral's queueing-lock conflict leaves the transaction usable: its commit keeps its rows.
+pub async fn queueing_lock_conflict_keeps_the_transaction_usable<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1, 'book')")
+        .await
+        .unwrap();
+    conn.run(
+        jobq.defer_job(job("t", json!({})))
+            .queueing_lock("order-1")
+            .into_query(),
+    )
+    .await
+    .unwrap();
+    let second = conn
+        .run(
+            jobq.defer_job(job("t", json!({})))
+                .queueing_lock("order-1")
+                .into_query(),
+        )
+        .await;
+    assert!(
+        matches!(&second, Err(Error::AlreadyEnqueued { queueing_lock }) if queueing_lock == "order-1"),
+        "{second:?}"
+    );
+    conn.sql("INSERT INTO orders VALUES (2, 'pen')")
+        .await
+        .expect("the next statement succeeds");
+    conn.commit().await;
+    assert_eq!(observer.count("SELECT * FROM orders").await, 2);
+    assert_eq!(jobs(&observer).await, 1);
+}
+
+/// Cancel inside a transaction: others see it only after commit; a rollback leaves the job waiting.
+pub async fn cancel_takes_effect_at_commit_only<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let a = conn
+        .run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+        .unwrap();
+    let b = conn
+        .run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+        .unwrap();
+    conn.begin().await;
+    assert_eq!(
+        conn.run(jobq.cancel(a).into_query()).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(status_seen_by_others(&observer, a).await, "todo");
+    conn.commit().await;
+    assert_eq!(status_seen_by_others(&observer, a).await, "cancelled");
+
+    conn.begin().await;
+    assert_eq!(
+        conn.run(jobq.cancel(b).into_query()).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    conn.rollback().await;
+    assert_eq!(status_seen_by_others(&observer, b).await, "todo");
+}
+
+/// Cancel with abort on a running job sets the abort request, seen and announced only after commit.
+pub async fn abort_request_is_seen_after_commit<H: Harness>() {
+    let Setup {
+        db,
+        mut conn,
+        observer,
+        jobq,
+    } = setup::<H>().await;
+    let id = conn
+        .run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+        .unwrap();
+    observer
+        .execute(&format!(
+            "UPDATE jobq.jobs SET status = 'doing' WHERE id = {id}"
+        ))
+        .await;
+    let mut listener = Listener::start(db.url(), &jobq.abort_channel()).await;
+    conn.begin().await;
+    assert_eq!(
+        conn.run(jobq.cancel(id).into_query()).await.unwrap(),
+        CancelOutcome::Unchanged
+    );
+    assert_eq!(
+        conn.run(jobq.cancel(id).abort().into_query())
+            .await
+            .unwrap(),
+        CancelOutcome::AbortRequested
+    );
+    let requested = format!("SELECT abort_requested::text FROM jobq.jobs WHERE id = {id}");
+    assert_eq!(observer.text(&requested).await.as_deref(), Some("false"));
+    assert!(listener.received_before_now().await.is_empty());
+    conn.commit().await;
+    assert_eq!(observer.text(&requested).await.as_deref(), Some("true"));
+    assert_eq!(listener.received_before_now().await, vec![id.to_string()]);
+    assert_eq!(
+        status_seen_by_others(&observer, id).await,
+        "doing",
+        "the worker ends it, not the cancel"
+    );
+}
+
+/// Cancel with delete removes a waiting job; an unknown id is reported as such.
+pub async fn cancel_delete_and_unknown_ids<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let id = conn
+        .run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.run(jobq.cancel(id).delete().into_query())
+            .await
+            .unwrap(),
+        CancelOutcome::Deleted
+    );
+    assert_eq!(jobs(&observer).await, 0);
+    let missing = JobId(999_999);
+    assert!(
+        matches!(conn.run(jobq.cancel(missing).into_query()).await, Err(Error::JobNotFound(i)) if i == missing)
+    );
+    assert!(matches!(
+        conn.run(jobq.status(missing)).await,
+        Err(Error::JobNotFound(_))
+    ));
+    assert!(matches!(
+        conn.run(jobq.retry(missing)).await,
+        Err(Error::JobNotFound(_))
+    ));
+}
+
+/// Status, job and list on the caller's connection see the transaction's own uncommitted jobs.
+pub async fn reads_see_the_transactions_own_jobs<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    conn.begin().await;
+    let id = conn
+        .run(
+            jobq.defer_job(job("t", json!({"k": "v"})))
+                .queue("mine")
+                .priority(7)
+                .lock("L")
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(conn.run(jobq.status(id)).await.unwrap(), Status::Todo);
+    let stored = conn.run(jobq.job(id)).await.unwrap();
+    assert_eq!(
+        (
+            stored.queue.as_str(),
+            stored.priority,
+            stored.lock.as_deref()
+        ),
+        ("mine", 7, Some("L"))
+    );
+    assert_eq!(stored.args, json!({"k": "v"}));
+    let filter = JobFilter {
+        queue: Some("mine".into()),
+        status: Some(Status::Todo),
+        ..JobFilter::default()
+    };
+    let listed = conn.run(jobq.list(&filter)).await.unwrap();
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![id]);
+    let other = JobFilter {
+        queue: Some("other".into()),
+        ..JobFilter::default()
+    };
+    assert!(conn.run(jobq.list(&other)).await.unwrap().is_empty());
+    conn.rollback().await;
+    assert_eq!(jobs(&observer).await, 0);
+}
+
+/// Retry puts a failed job back to `todo`, unless another waiting job holds its queueing lock.
+pub async fn retry_requeues_failed_jobs<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let id = conn
+        .run(
+            jobq.defer_job(job("t", json!({})))
+                .queueing_lock("q")
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.run(jobq.retry(id)).await.unwrap(),
+        RetryOutcome::Unchanged,
+        "a waiting job stays"
+    );
+    observer
+        .execute(&format!(
+            "UPDATE jobq.jobs SET status = 'failed', last_error = 'boom' WHERE id = {id}"
+        ))
+        .await;
+    let blocker = conn
+        .run(
+            jobq.defer_job(job("t", json!({})))
+                .queueing_lock("q")
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(conn.run(jobq.retry(id)).await, Err(Error::AlreadyEnqueued { queueing_lock }) if queueing_lock == "q")
+    );
+    conn.run(jobq.cancel(blocker).delete().into_query())
+        .await
+        .unwrap();
+    assert_eq!(
+        conn.run(jobq.retry(id)).await.unwrap(),
+        RetryOutcome::Retried
+    );
+    assert_eq!(status_seen_by_others(&observer, id).await, "todo");
+}
+
+/// jobq never commits, rolls back or changes settings: same transaction, same settings, and a rollback
+/// afterwards undoes everything jobq did.
+pub async fn the_callers_connection_is_left_as_found<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let probe = "SELECT txid_current()::text || ' ' || current_setting('search_path') || ' ' || \
+                 current_setting('statement_timeout') || ' ' || current_setting('TimeZone')";
+    conn.begin().await;
+    conn.sql("SET LOCAL statement_timeout = '54321ms'")
+        .await
+        .unwrap();
+    let before = conn.sql(probe).await.unwrap();
+    let id = conn
+        .run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+        .unwrap();
+    conn.run(jobq.defer_batch([job("t", json!({})), job("t", json!({}))]))
+        .await
+        .unwrap();
+    conn.run(jobq.status(id)).await.unwrap();
+    conn.run(jobq.list(&JobFilter::default())).await.unwrap();
+    conn.run(jobq.cancel(id).into_query()).await.unwrap();
+    conn.run(jobq.retry(id)).await.unwrap();
+    conn.run(jobq.check_schema()).await.unwrap();
+    assert_eq!(
+        conn.sql(probe).await.unwrap(),
+        before,
+        "same transaction, same settings"
+    );
+    conn.rollback().await;
+    assert_eq!(
+        jobs(&observer).await,
+        0,
+        "nothing was committed behind the caller's back"
+    );
+    assert_eq!(
+        conn.sql("SELECT 1::text").await.unwrap().as_deref(),
+        Some("1"),
+        "the connection is open"
+    );
+}
+
+/// A connection inside a failed transaction gets a clear connector error, and stays usable after rollback.
+pub async fn failed_transaction_gets_a_clear_error<H: Harness>() {
+    let Setup { mut conn, jobq, .. } = setup::<H>().await;
+    conn.begin().await;
+    assert!(conn.sql("SELECT 1 / 0").await.is_err());
+    match conn
+        .run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+    {
+        Err(Error::Connector(e)) => {
+            assert_eq!(e.kind, ErrorKind::InFailedTransaction, "{e}");
+            assert_eq!(e.connector, H::CONNECTOR);
+            assert!(
+                std::error::Error::source(&e).is_some(),
+                "the driver error is the source"
+            );
+            assert!(e.to_string().contains("roll it back"), "{e}");
+        }
+        other => panic!("expected a connector error, got {other:?}"),
+    }
+    conn.rollback().await;
+    conn.run(jobq.defer_job(job("t", json!({}))).into_query())
+        .await
+        .expect("usable after rollback");
+}
+
+/// A schema that was never applied is reported as missing, with the command that fixes it.
+pub async fn missing_schema_is_reported<H: Harness>() {
+    let Setup { mut conn, .. } = setup::<H>().await;
+    let elsewhere = Jobq::with_schema("not_migrated").unwrap();
+    let err = conn
+        .run(elsewhere.defer_job(job("t", json!({}))).into_query())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::SchemaMissing { schema } if schema == "not_migrated"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("jobq schema apply"));
+    assert!(matches!(
+        conn.run(elsewhere.check_schema()).await,
+        Err(Error::SchemaMissing { .. })
+    ));
+    assert_eq!(conn.run(elsewhere.schema_version()).await.unwrap(), None);
+}
+
+/// Migrating through the adapter creates a schema, and again is a no-op.
+pub async fn migrate_through_the_adapter<H: Harness>() {
+    let Setup {
+        mut conn, observer, ..
+    } = setup::<H>().await;
+    let other = Jobq::with_schema("second").unwrap();
+    conn.run(other.migrate()).await.unwrap();
+    conn.run(other.migrate()).await.unwrap();
+    assert_eq!(
+        conn.run(other.check_schema()).await.unwrap(),
+        jobq_core::SCHEMA_VERSION
+    );
+    assert_eq!(
+        observer.count("SELECT * FROM second.migrations").await,
+        i64::from(jobq_core::SCHEMA_VERSION)
+    );
+}
+
+/// Input jobq refuses is refused before any SQL, and awkward but valid input is stored exactly.
+pub async fn awkward_input_is_stored_or_refused_cleanly<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let name = format!("q'\";DROP TABLE orders;--ü✓{}", "x".repeat(10_000));
+    let id = conn
+        .run(
+            jobq.defer_job(job(&name, json!({"s": "'\";"})))
+                .queue(&name)
+                .lock(&name)
+                .priority(i32::MIN)
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    let stored = conn.run(jobq.job(id)).await.unwrap();
+    assert_eq!(
+        (stored.task.as_str(), stored.queue.as_str(), stored.priority),
+        (name.as_str(), name.as_str(), i32::MIN)
+    );
+    assert_eq!(
+        observer.count("SELECT * FROM orders").await,
+        0,
+        "the orders table is still there"
+    );
+    let refused = conn
+        .run(jobq.defer_job(job("", json!({}))).into_query())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "{refused:?}"
+    );
+    let refused = conn
+        .run(jobq.defer_job(job("a\0b", json!({}))).into_query())
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InvalidInput(_))),
+        "{refused:?}"
+    );
+    assert_eq!(jobs(&observer).await, 1);
+}
+
+/// Every operation works through the adapter's pool too.
+pub async fn pooled_path_runs_every_operation<H: Harness>() {
+    let db = jobq_tempdb::database();
+    let observer = Observer::connect(db.url()).await;
+    let pool = H::pool(db.url()).await;
+    let jobq = Jobq::default();
+    pool.run(jobq.migrate()).await.unwrap();
+    assert_eq!(
+        pool.run(jobq.check_schema()).await.unwrap(),
+        jobq_core::SCHEMA_VERSION
+    );
+    let id = pool
+        .run(
+            jobq.defer_job(job("t", json!({"n": 1})))
+                .queueing_lock("p")
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    let again = pool
+        .run(
+            jobq.defer_job(job("t", json!({})))
+                .queueing_lock("p")
+                .into_query(),
+        )
+        .await;
+    assert!(
+        matches!(again, Err(Error::AlreadyEnqueued { .. })),
+        "{again:?}"
+    );
+    let ids = pool
+        .run(jobq.defer_batch((0..100).map(|n| job("t", json!({ "n": n })))))
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 100);
+    assert_eq!(pool.run(jobq.status(id)).await.unwrap(), Status::Todo);
+    assert_eq!(
+        pool.run(jobq.list(&JobFilter {
+            limit: Some(10),
+            ..JobFilter::default()
+        }))
+        .await
+        .unwrap()
+        .len(),
+        10
+    );
+    assert_eq!(
+        pool.run(jobq.cancel(id).into_query()).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        pool.run(jobq.retry(id)).await.unwrap(),
+        RetryOutcome::Retried
+    );
+    assert_eq!(pool.run(jobq.job(id)).await.unwrap().status, Status::Todo);
+    assert_eq!(jobs(&observer).await, 101);
+}
+
+/// Expands to one `#[tokio::test]` per conformance case, run against the given [`Harness`](crate::Harness).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($harness:ty) => {
+        $crate::conformance_tests!(@cases $harness;
+            defer_is_visible_and_notified_only_at_commit,
+            rollback_leaves_no_job_and_no_notification,
+            batch_defer_is_atomic_and_names_the_conflict,
+            batch_with_a_repeated_queueing_lock_is_refused,
+            queueing_lock_conflict_keeps_the_transaction_usable,
+            cancel_takes_effect_at_commit_only,
+            abort_request_is_seen_after_commit,
+            cancel_delete_and_unknown_ids,
+            reads_see_the_transactions_own_jobs,
+            retry_requeues_failed_jobs,
+            the_callers_connection_is_left_as_found,
+            failed_transaction_gets_a_clear_error,
+            missing_schema_is_reported,
+            migrate_through_the_adapter,
+            awkward_input_is_stored_or_refused_cleanly,
+            pooled_path_runs_every_operation,
+        );
+    };
+    (@cases $harness:ty; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                $crate::suite::$case::<$harness>().await;
+            }
+        )*
+    };
+}

@@ -67,9 +67,10 @@ BEGIN
         INSERT INTO {schema}.jobs (queue, task, args, priority, lock, queueing_lock, scheduled_at)
         SELECT coalesce(n.queue, 'default'), n.task, coalesce(n.args, '{}'), coalesce(n.priority, 0),
                n.lock, n.queueing_lock, coalesce(n.scheduled_at, now())
-        FROM jsonb_to_recordset(new_jobs) WITH ORDINALITY
-             AS n(queue text, task text, args jsonb, priority integer, lock text, queueing_lock text,
-                  scheduled_at timestamptz, ord bigint)
+        FROM ROWS FROM (jsonb_to_recordset(new_jobs)
+                 AS (queue text, task text, args jsonb, priority integer, lock text, queueing_lock text,
+                     scheduled_at timestamptz)) WITH ORDINALITY
+             AS n(queue, task, args, priority, lock, queueing_lock, scheduled_at, ord)
         ORDER BY n.ord
         ON CONFLICT (queueing_lock) WHERE status = 'todo' DO NOTHING
         RETURNING id, queue, queueing_lock
