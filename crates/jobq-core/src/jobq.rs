@@ -6,7 +6,7 @@ use crate::{
     CancelOutcome, Error, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status, Task,
 };
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -77,7 +77,7 @@ impl Jobq {
         &self.sql.migrate
     }
 
-    fn query<T>(
+    pub(crate) fn query<T>(
         &self,
         sql: &Arc<str>,
         arg: Option<String>,
@@ -88,7 +88,7 @@ impl Jobq {
         })
     }
 
-    fn json_query<T, R: for<'de> Deserialize<'de>>(
+    pub(crate) fn json_query<T, R: for<'de> Deserialize<'de>>(
         &self,
         sql: &Arc<str>,
         arg: impl serde::Serialize,
@@ -255,6 +255,77 @@ impl Jobq {
             },
         )
     }
+}
+
+impl Jobq {
+    /// How many jobs each queue holds in each status.
+    pub fn queue_counts(&self) -> Query<Vec<QueueCount>> {
+        self.json_query_rows(&self.sql.queue_counts, None, Ok)
+    }
+
+    /// The registered workers, with their last heartbeats.
+    pub fn workers(&self) -> Query<Vec<WorkerInfo>> {
+        self.json_query_rows(&self.sql.list_workers, None, Ok)
+    }
+
+    /// Deletes finished jobs that finished more than `older_than` ago; returns how many.
+    pub fn prune(&self, older_than: Duration) -> Query<u64> {
+        let arg = serde_json::json!({ "older_than_seconds": older_than.as_secs_f64() });
+        self.json_query(&self.sql.prune, arg, |rows: Vec<u64>| {
+            rows.into_iter().next().ok_or_else(no_row)
+        })
+    }
+
+    /// Runs `sql` with an optional JSON argument and decodes every row as JSON.
+    pub(crate) fn json_query_rows<T, R: for<'de> Deserialize<'de>>(
+        &self,
+        sql: &Arc<str>,
+        arg: Option<serde_json::Value>,
+        decode: impl FnOnce(Vec<R>) -> Result<T, Error> + Send + 'static,
+    ) -> Query<T> {
+        match arg {
+            Some(arg) => self.json_query(sql, arg, decode),
+            None => self.query(sql, None, |rows| {
+                let rows: Result<Vec<R>, _> =
+                    rows.iter().map(|r| serde_json::from_str(r)).collect();
+                decode(rows?)
+            }),
+        }
+    }
+
+    /// The statements, for the worker.
+    pub(crate) fn statements(&self) -> &Statements {
+        &self.sql
+    }
+}
+
+/// How many jobs one queue holds in one status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueCount {
+    /// The queue.
+    pub queue: String,
+    /// The status.
+    pub status: Status,
+    /// How many jobs.
+    pub count: i64,
+}
+
+/// A registered worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: i64,
+    /// Its name.
+    pub name: String,
+    /// The queues it serves; all when `None`.
+    pub queues: Option<Vec<String>>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// How many jobs it is running.
+    pub running: i64,
 }
 
 impl<T: Send + 'static> Query<T> {

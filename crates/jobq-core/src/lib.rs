@@ -16,14 +16,16 @@ mod jobq;
 mod model;
 mod query;
 mod sql;
+pub mod worker;
 
 pub use error::{ConnectorError, Error, ErrorKind};
 pub use executor::{
     AsyncExecutor, BlockingExecutor, Direct, IntoAsyncExecutor, IntoBlockingExecutor,
 };
-pub use jobq::{Cancel, Defer, Jobq};
+pub use jobq::{Cancel, Defer, Jobq, QueueCount, WorkerInfo};
 pub use model::{
-    CancelOutcome, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status, Task,
+    AttemptError, CancelOutcome, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status,
+    Task,
 };
 pub use query::{Operation, Query};
 pub use sql::SCHEMA_VERSION;

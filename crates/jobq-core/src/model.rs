@@ -117,6 +117,19 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     /// The error of its last failed attempt.
     pub last_error: Option<String>,
+    /// Every failed attempt, oldest first.
+    pub errors: Vec<AttemptError>,
+}
+
+/// One failed attempt of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// Which attempt failed (1 for the first).
+    pub attempt: i32,
+    /// When it failed.
+    pub at: DateTime<Utc>,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// Where and how a job runs: its queue, priority, locks and schedule.
@@ -194,6 +207,14 @@ pub trait Task: Serialize {
     /// The options a job of this task gets unless the deferral overrides them.
     fn options(&self) -> JobOptions {
         JobOptions::default()
+    }
+
+    /// How a worker retries a failed job of this task; by default it does not.
+    fn retry() -> crate::worker::RetryStrategy
+    where
+        Self: Sized,
+    {
+        crate::worker::RetryStrategy::none()
     }
 }
 

@@ -31,6 +31,16 @@ pub(crate) struct Statements {
     pub(crate) list_jobs: Arc<str>,
     pub(crate) cancel: Arc<str>,
     pub(crate) retry: Arc<str>,
+    pub(crate) fetch: Arc<str>,
+    pub(crate) complete: Arc<str>,
+    pub(crate) worker_register: Arc<str>,
+    pub(crate) worker_heartbeat: Arc<str>,
+    pub(crate) worker_unregister: Arc<str>,
+    pub(crate) recover_stalled: Arc<str>,
+    pub(crate) defer_periodic: Arc<str>,
+    pub(crate) prune: Arc<str>,
+    pub(crate) queue_counts: Arc<str>,
+    pub(crate) list_workers: Arc<str>,
 }
 
 impl Statements {
@@ -66,6 +76,17 @@ impl Statements {
             list_jobs: render(include_str!("../sql/queries/list_jobs.sql")),
             cancel: render(include_str!("../sql/queries/cancel.sql")),
             retry: render(include_str!("../sql/queries/retry.sql")),
+            fetch: render(include_str!("../sql/queries/fetch.sql")),
+            complete: render(include_str!("../sql/queries/complete.sql")),
+            worker_register: render(include_str!("../sql/queries/worker_register.sql")),
+            worker_heartbeat: render(include_str!("../sql/queries/worker_heartbeat.sql")),
+            worker_unregister: render(include_str!("../sql/queries/worker_unregister.sql")),
+            recover_stalled: render(include_str!("../sql/queries/recover_stalled.sql")),
+            defer_periodic: render(include_str!("../sql/queries/defer_periodic.sql")),
+            prune: render(include_str!("../sql/queries/prune.sql")),
+            queue_counts: render(include_str!("../sql/queries/queue_counts.sql")),
+            list_workers: render(include_str!("../sql/queries/list_workers.sql")),
+
             schema: schema.into(),
             channel,
         })

@@ -27,11 +27,14 @@ CREATE TABLE {schema}.jobs (
     created_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
     finished_at      timestamptz,
-    last_error       text
+    last_error       text,
+    -- One entry per failed attempt: {"attempt": n, "at": time, "error": message}.
+    errors           jsonb NOT NULL DEFAULT '[]'
 );
 
--- The fetch path reads only this partial index, so finished jobs never slow it down.
-CREATE INDEX jobs_fetch_idx ON {schema}.jobs (queue, priority DESC, id) WHERE status = 'todo';
+-- The fetch path reads only these partial indexes, so finished jobs never slow it down.
+CREATE INDEX jobs_fetch_idx ON {schema}.jobs (priority DESC, id) WHERE status = 'todo';
+CREATE INDEX jobs_fetch_queue_idx ON {schema}.jobs (queue, priority DESC, id) WHERE status = 'todo';
 -- At most one `todo` job per queueing lock, at most one `doing` job per lock.
 CREATE UNIQUE INDEX jobs_queueing_lock_idx ON {schema}.jobs (queueing_lock) WHERE status = 'todo';
 CREATE UNIQUE INDEX jobs_lock_idx ON {schema}.jobs (lock) WHERE status = 'doing';
@@ -65,7 +68,7 @@ DECLARE
 BEGIN
     WITH inserted AS (
         INSERT INTO {schema}.jobs (queue, task, args, priority, lock, queueing_lock, scheduled_at)
-        SELECT coalesce(n.queue, 'default'), n.task, coalesce(n.args, '{}'), coalesce(n.priority, 0),
+        SELECT coalesce(n.queue, 'default'), n.task, coalesce(n.args, 'null'), coalesce(n.priority, 0),
                n.lock, n.queueing_lock, coalesce(n.scheduled_at, now())
         FROM ROWS FROM (jsonb_to_recordset(new_jobs)
                  AS (queue text, task text, args jsonb, priority integer, lock text, queueing_lock text,

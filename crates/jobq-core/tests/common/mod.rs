@@ -57,3 +57,71 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// A worker backend over one shared tokio-postgres client, with LISTEN on a connection of its own.
+#[derive(Clone)]
+pub struct Backend {
+    url: String,
+    client: std::sync::Arc<tokio_postgres::Client>,
+}
+
+impl Backend {
+    pub async fn connect(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            client: std::sync::Arc::new(connect(url).await),
+        }
+    }
+}
+
+/// An owned executor over the backend's client.
+pub struct Shared(std::sync::Arc<tokio_postgres::Client>);
+
+impl AsyncExecutor for Shared {
+    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
+        Async(&self.0).query(sql, arg).await
+    }
+}
+
+impl jobq_core::worker::Backend for Backend {
+    type Executor = Shared;
+
+    fn executor(&self) -> Shared {
+        Shared(self.client.clone())
+    }
+
+    async fn listen(
+        &self,
+        channels: Vec<String>,
+    ) -> Result<tokio::sync::mpsc::UnboundedReceiver<jobq_core::worker::Notification>, ConnectorError>
+    {
+        use futures_util::StreamExt;
+        let (client, mut connection) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls)
+            .await
+            .map_err(map)?;
+        let client = std::sync::Arc::new(client);
+        let keep_open = client.clone();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        tokio::spawn(async move {
+            let _client = keep_open;
+            while let Some(Ok(message)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                    let note = jobq_core::worker::Notification {
+                        channel: n.channel().to_owned(),
+                        payload: n.payload().to_owned(),
+                    };
+                    if tx.send(note).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let sql: String = channels
+            .iter()
+            .map(|c| format!("LISTEN \"{}\";", c.replace('"', "\"\"")))
+            .collect();
+        client.batch_execute(&sql).await.map_err(map)?;
+        Ok(rx)
+    }
+}

@@ -1,0 +1,235 @@
+//! Retry strategies: how many attempts, how long between them, which errors, and where the retry goes.
+
+use super::JobError;
+use chrono::{DateTime, Utc};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long to wait before attempt `n + 1` after attempt `n` failed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backoff {
+    /// The same wait every time.
+    Constant(Duration),
+    /// `step × attempt`.
+    Linear(Duration),
+    /// `base × 2^(attempt − 1)`, at most `max`.
+    Exponential {
+        /// The first wait.
+        base: Duration,
+        /// The longest wait.
+        max: Duration,
+    },
+}
+
+impl Backoff {
+    fn delay(self, attempt: u32) -> Duration {
+        match self {
+            Backoff::Constant(d) => d,
+            Backoff::Linear(step) => step.saturating_mul(attempt.max(1)),
+            Backoff::Exponential { base, max } => {
+                let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(31));
+                base.saturating_mul(factor).min(max)
+            }
+        }
+    }
+}
+
+/// Where and when a failed job runs again. Fields left `None` keep the job's current values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryDecision {
+    /// When to run it again; now when `None`.
+    pub at: Option<DateTime<Utc>>,
+    /// Move it to this queue.
+    pub queue: Option<String>,
+    /// Give it this priority.
+    pub priority: Option<i32>,
+    /// Give it this lock.
+    pub lock: Option<String>,
+}
+
+type Decide = Arc<dyn Fn(u32, &JobError) -> Option<RetryDecision> + Send + Sync>;
+
+/// A task's retry strategy. The default retries nothing: a failed job fails.
+///
+/// ```
+/// use jobq_core::worker::{Backoff, RetryStrategy};
+/// use std::time::Duration;
+///
+/// let strategy = RetryStrategy::new(5)
+///     .backoff(Backoff::Exponential { base: Duration::from_secs(1), max: Duration::from_secs(300) })
+///     .jitter(0.2)
+///     .only_kinds(["timeout", "unavailable"]);
+/// ```
+#[derive(Clone)]
+pub struct RetryStrategy {
+    max_attempts: u32,
+    backoff: Backoff,
+    jitter: f64,
+    kinds: Option<Vec<String>>,
+    decide: Option<Decide>,
+}
+
+impl fmt::Debug for RetryStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryStrategy")
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("jitter", &self.jitter)
+            .field("kinds", &self.kinds)
+            .field("custom", &self.decide.is_some())
+            .finish()
+    }
+}
+
+impl Default for RetryStrategy {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl RetryStrategy {
+    /// No retries: one attempt.
+    pub fn none() -> Self {
+        Self::new(1)
+    }
+
+    /// At most `max_attempts` attempts in all, retried at once unless a backoff is set.
+    pub fn new(max_attempts: u32) -> Self {
+        Self {
+            max_attempts,
+            backoff: Backoff::Constant(Duration::ZERO),
+            jitter: 0.0,
+            kinds: None,
+            decide: None,
+        }
+    }
+
+    /// The wait between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Spreads each wait randomly by up to this fraction (0.0 to 1.0) either way.
+    pub fn jitter(mut self, fraction: f64) -> Self {
+        self.jitter = fraction.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Retries only errors of these kinds (see [`JobError::kind`]); others fail at once.
+    pub fn only_kinds<S: Into<String>>(mut self, kinds: impl IntoIterator<Item = S>) -> Self {
+        self.kinds = Some(kinds.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Replaces the time computed from the backoff with a decision of your own, which may also move the job
+    /// to another queue, priority or lock, or refuse the retry (`None`). It is asked only while attempts
+    /// remain and the error is retryable.
+    pub fn decide(
+        mut self,
+        decide: impl Fn(u32, &JobError) -> Option<RetryDecision> + Send + Sync + 'static,
+    ) -> Self {
+        self.decide = Some(Arc::new(decide));
+        self
+    }
+
+    /// The most attempts a job gets.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// What to do after attempt `attempt` (1-based) failed with `error`: retry, or `None` to fail the job.
+    pub fn after_failure(&self, attempt: u32, error: &JobError) -> Option<RetryDecision> {
+        if attempt >= self.max_attempts || !error.is_retryable() {
+            return None;
+        }
+        if let Some(kinds) = &self.kinds {
+            if !error
+                .kind()
+                .is_some_and(|k| kinds.iter().any(|allowed| allowed == k))
+            {
+                return None;
+            }
+        }
+        if let Some(decide) = &self.decide {
+            return decide(attempt, error);
+        }
+        let delay = self.backoff.delay(attempt);
+        let delay = if self.jitter > 0.0 {
+            delay.mul_f64(1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0))
+        } else {
+            delay
+        };
+        let at = chrono::Duration::from_std(delay)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d));
+        Some(RetryDecision {
+            at,
+            ..RetryDecision::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoffs_grow_as_named() {
+        let s = Duration::from_secs;
+        assert_eq!(Backoff::Constant(s(3)).delay(5), s(3));
+        assert_eq!(Backoff::Linear(s(2)).delay(3), s(6));
+        let exp = Backoff::Exponential {
+            base: s(1),
+            max: s(10),
+        };
+        assert_eq!(
+            [1, 2, 3, 4, 5].map(|a| exp.delay(a)),
+            [s(1), s(2), s(4), s(8), s(10)]
+        );
+        assert_eq!(exp.delay(1000), s(10), "no overflow");
+    }
+
+    #[test]
+    fn attempts_kinds_and_permanent_errors_limit_retries() {
+        let strategy = RetryStrategy::new(3).only_kinds(["timeout"]);
+        let timeout = JobError::new("slow").with_kind("timeout");
+        assert!(strategy.after_failure(1, &timeout).is_some());
+        assert!(strategy.after_failure(2, &timeout).is_some());
+        assert!(
+            strategy.after_failure(3, &timeout).is_none(),
+            "three attempts in all"
+        );
+        assert!(
+            strategy.after_failure(1, &JobError::new("other")).is_none(),
+            "not a chosen kind"
+        );
+        assert!(
+            RetryStrategy::new(9)
+                .after_failure(1, &JobError::permanent("no"))
+                .is_none()
+        );
+        assert!(
+            RetryStrategy::none()
+                .after_failure(1, &JobError::new("x"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let strategy = RetryStrategy::new(5)
+            .backoff(Backoff::Constant(Duration::from_secs(100)))
+            .jitter(0.1);
+        for _ in 0..50 {
+            let at = strategy
+                .after_failure(1, &JobError::new("x"))
+                .unwrap()
+                .at
+                .unwrap();
+            let secs = (at - Utc::now()).num_milliseconds() as f64 / 1000.0;
+            assert!((89.0..=111.0).contains(&secs), "{secs}");
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! What a handler sees ([`JobContext`]) and returns ([`JobError`]), and the type-erased handlers a worker
+//! keeps.
+
+use super::retry::RetryStrategy;
+use crate::{Job, JobId, Task};
+use futures_util::future::BoxFuture;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Why a job failed, as its handler says.
+#[derive(Debug, Clone)]
+pub struct JobError {
+    message: String,
+    kind: Option<String>,
+    retryable: bool,
+}
+
+impl JobError {
+    /// A failure that the task's retry strategy may retry.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            kind: None,
+            retryable: true,
+        }
+    }
+
+    /// A failure that is never retried.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self {
+            retryable: false,
+            ..Self::new(message)
+        }
+    }
+
+    /// Tags the failure with a kind, which a strategy can choose to retry ([`RetryStrategy::only_kinds`]).
+    pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// The message stored on the job.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The kind, if one was given.
+    pub fn kind(&self) -> Option<&str> {
+        self.kind.as_deref()
+    }
+
+    /// Whether a retry may help.
+    pub fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl<E: std::error::Error> From<E> for JobError {
+    fn from(error: E) -> Self {
+        Self::new(error.to_string())
+    }
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+pub struct JobContext {
+    /// The job as fetched (status `doing`, `attempts` counting this attempt).
+    pub job: Arc<Job>,
+    /// The name of the worker running it.
+    pub worker: Arc<str>,
+    pub(crate) abort: CancellationToken,
+}
+
+impl JobContext {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.job.id
+    }
+
+    /// Which attempt this is, 1 for the first.
+    pub fn attempt(&self) -> i32 {
+        self.job.attempts
+    }
+
+    /// Whether the job was asked to stop (an abort or the worker's shutdown). Blocking handlers poll this;
+    /// async handlers are simply dropped at their next `.await`.
+    pub fn is_aborted(&self) -> bool {
+        self.abort.is_cancelled()
+    }
+
+    /// Completes when the job is asked to stop.
+    pub async fn aborted(&self) {
+        self.abort.cancelled().await;
+    }
+}
+
+pub(crate) type HandlerResult = Result<(), JobError>;
+type AsyncHandler =
+    Arc<dyn Fn(serde_json::Value, JobContext) -> BoxFuture<'static, HandlerResult> + Send + Sync>;
+
+/// A handler registered under a task name, with its retry strategy.
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub(crate) run: AsyncHandler,
+    /// Blocking handlers run to their end even when aborted; they see the abort through the context.
+    pub(crate) blocking: bool,
+    pub(crate) retry: RetryStrategy,
+}
+
+impl fmt::Debug for Registered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registered")
+            .field("blocking", &self.blocking)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+fn decode<T: Task + DeserializeOwned>(args: serde_json::Value) -> Result<T, JobError> {
+    serde_json::from_value(args).map_err(|e| {
+        JobError::permanent(format!(
+            "the job's arguments do not match task {}: {e}",
+            T::NAME
+        ))
+    })
+}
+
+impl Registered {
+    pub(crate) fn new_async<T, F, Fut>(handler: F) -> Self
+    where
+        T: Task + DeserializeOwned + Send + 'static,
+        F: Fn(T, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        Self {
+            run: Arc::new(move |args, ctx| {
+                let handler = handler.clone();
+                Box::pin(async move { handler(decode::<T>(args)?, ctx).await })
+            }),
+            blocking: false,
+            retry: T::retry(),
+        }
+    }
+
+    pub(crate) fn new_blocking<T, F>(handler: F) -> Self
+    where
+        T: Task + DeserializeOwned + Send + 'static,
+        F: Fn(T, JobContext) -> HandlerResult + Send + Sync + 'static,
+    {
+        let handler = Arc::new(handler);
+        Self {
+            run: Arc::new(move |args, ctx| {
+                let handler = handler.clone();
+                Box::pin(async move {
+                    let args = decode::<T>(args)?;
+                    match tokio::task::spawn_blocking(move || handler(args, ctx)).await {
+                        Ok(result) => result,
+                        Err(e) if e.is_panic() => {
+                            Err(JobError::permanent(super::panic_message(e.into_panic())))
+                        }
+                        Err(e) => Err(JobError::new(e.to_string())),
+                    }
+                })
+            }),
+            blocking: true,
+            retry: T::retry(),
+        }
+    }
+}

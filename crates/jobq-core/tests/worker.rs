@@ -1,0 +1,600 @@
+//! The worker against a real server: order, locks, schedules, retries, errors, abort, shutdown, stalled
+//! workers, cron and retention.
+
+mod common;
+
+use common::{Backend, connect};
+use jobq_core::prelude::*;
+use jobq_core::worker::{
+    Backoff, JobContext, JobError, Periodic, RetryStrategy, Worker, WorkerBuilder,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    name: String,
+}
+
+impl Task for Record {
+    const NAME: &'static str = "record";
+}
+
+#[derive(Serialize, Deserialize)]
+struct Flaky {
+    fail_times: i32,
+}
+
+impl Task for Flaky {
+    const NAME: &'static str = "flaky";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(3).backoff(Backoff::Constant(Duration::from_millis(10)))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Forever;
+
+impl Task for Forever {
+    const NAME: &'static str = "forever";
+}
+
+#[derive(Serialize, Deserialize)]
+struct Spin;
+
+impl Task for Spin {
+    const NAME: &'static str = "spin";
+}
+
+#[derive(Serialize, Deserialize)]
+struct Panics;
+
+impl Task for Panics {
+    const NAME: &'static str = "panics";
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A worker that records `Record` jobs and knows the other test tasks; fast intervals.
+fn worker(backend: Backend, log: Log) -> WorkerBuilder<Backend> {
+    Worker::builder(Jobq::default(), backend)
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .task(move |r: Record, _ctx: JobContext| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(r.name);
+                Ok(())
+            }
+        })
+        .task(|f: Flaky, ctx: JobContext| async move {
+            if ctx.attempt() <= f.fail_times {
+                Err(JobError::new(format!("attempt {} failed", ctx.attempt())))
+            } else {
+                Ok(())
+            }
+        })
+        .task(|_: Forever, ctx: JobContext| async move {
+            ctx.aborted().await;
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .blocking_task(|_: Spin, ctx: JobContext| {
+            while !ctx.is_aborted() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+        .task(|_: Panics, _ctx: JobContext| async move { panic!("handler blew up") })
+}
+
+/// Runs a worker in the background; the returned token stops it.
+fn start(
+    worker: Worker<Backend>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let handle = tokio::spawn(async move {
+        let result = worker
+            .run_until(async move { stopped.cancelled().await })
+            .await;
+        if let Err(e) = &result {
+            eprintln!("worker stopped with an error: {e:?}");
+        }
+        result
+    });
+    (stop, handle)
+}
+
+async fn wait_for(client: &tokio_postgres::Client, sql: &str) {
+    for _ in 0..600 {
+        if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition never held: {sql}");
+}
+
+async fn job(client: &tokio_postgres::Client, jobq: &Jobq, id: JobId) -> Job {
+    jobq.job(id).run(common::Async(client)).await.unwrap()
+}
+
+fn record(name: &str) -> NewJob {
+    NewJob::from_task(&Record { name: name.into() }).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_jobs_by_priority_then_age_and_skips_future_ones() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let c = common::Async(&client);
+    jobq.defer_job(record("low"))
+        .priority(-1)
+        .run(c)
+        .await
+        .unwrap();
+    jobq.defer_job(record("first-high"))
+        .priority(5)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    jobq.defer_job(record("second-high"))
+        .priority(5)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::hours(1);
+    let future = jobq
+        .defer_job(record("future"))
+        .at(later)
+        .priority(100)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let log = Log::default();
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, log.clone())
+            .concurrency(1)
+            .build(),
+    );
+    wait_for(
+        &client,
+        "SELECT count(*) = 3 FROM jobq.jobs WHERE status = 'succeeded'",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(*log.lock().unwrap(), ["first-high", "second-high", "low"]);
+    assert_eq!(
+        job(&client, &jobq, future).await.status,
+        Status::Todo,
+        "a job scheduled later waits"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_runs_one_job_at_a_time_across_workers() {
+    #[derive(Serialize, Deserialize)]
+    struct Slow {
+        n: u32,
+    }
+    impl Task for Slow {
+        const NAME: &'static str = "slow";
+    }
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let jobs = (0..8).map(|n| {
+        let mut job = NewJob::from_task(&Slow { n }).unwrap();
+        job.options.lock = Some("account-1".into());
+        job
+    });
+    jobq.defer_batch(jobs)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let spans: Arc<Mutex<Vec<(u32, std::time::Instant, std::time::Instant)>>> = Arc::default();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let spans = spans.clone();
+        let w = Worker::builder(Jobq::default(), Backend::connect(db.url()).await)
+            .concurrency(4)
+            .poll_interval(Duration::from_millis(20))
+            .task(move |s: Slow, _ctx: JobContext| {
+                let spans = spans.clone();
+                async move {
+                    let start = std::time::Instant::now();
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    spans
+                        .lock()
+                        .unwrap()
+                        .push((s.n, start, std::time::Instant::now()));
+                    Ok(())
+                }
+            })
+            .build();
+        workers.push(start(w));
+    }
+    wait_for(
+        &client,
+        "SELECT count(*) = 8 FROM jobq.jobs WHERE status = 'succeeded'",
+    )
+    .await;
+    for (stop, handle) in workers {
+        stop.cancel();
+        handle.await.unwrap().unwrap();
+    }
+    let mut spans = spans.lock().unwrap().clone();
+    spans.sort_by_key(|s| s.1);
+    assert_eq!(
+        spans.iter().map(|s| s.0).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>(),
+        "age order within a lock"
+    );
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].2 <= pair[1].1,
+            "jobs {} and {} of one lock overlapped",
+            pair[0].0,
+            pair[1].0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_retried_per_strategy_and_stored() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let recovers = jobq
+        .defer(&Flaky { fail_times: 2 })
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let gives_up = jobq
+        .defer(&Flaky { fail_times: 5 })
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let (stop, handle) = start(worker(Backend::connect(db.url()).await, Log::default()).build());
+    wait_for(
+        &client,
+        "SELECT count(*) = 2 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let ok = job(&client, &jobq, recovers).await;
+    assert_eq!(
+        (ok.status, ok.attempts, ok.errors.len()),
+        (Status::Succeeded, 3, 2)
+    );
+    assert_eq!(ok.errors[1].error, "attempt 2 failed");
+    let failed = job(&client, &jobq, gives_up).await;
+    assert_eq!(
+        (failed.status, failed.attempts),
+        (Status::Failed, 3),
+        "three attempts in all"
+    );
+    assert_eq!(failed.last_error.as_deref(), Some("attempt 3 failed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tasks_bad_arguments_and_panics_fail_cleanly() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let unknown = jobq
+        .defer_job(NewJob::new("nobody_knows", serde_json::json!({})))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let bad = jobq
+        .defer_job(NewJob::new("record", serde_json::json!({"nom": 1})))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let panics = jobq
+        .defer(&Panics)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let fine = jobq
+        .defer(&Record {
+            name: "fine".into(),
+        })
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let (stop, handle) = start(worker(Backend::connect(db.url()).await, Log::default()).build());
+    wait_for(
+        &client,
+        "SELECT count(*) = 4 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let error = |j: Job| (j.status, j.last_error.unwrap_or_default());
+    let (status, message) = error(job(&client, &jobq, unknown).await);
+    assert!(
+        status == Status::Failed && message.contains("no task named \"nobody_knows\""),
+        "{message}"
+    );
+    let (status, message) = error(job(&client, &jobq, bad).await);
+    assert!(
+        status == Status::Failed && message.contains("arguments do not match"),
+        "{message}"
+    );
+    let (status, message) = error(job(&client, &jobq, panics).await);
+    assert!(
+        status == Status::Failed && message.contains("handler blew up"),
+        "{message}"
+    );
+    assert_eq!(
+        job(&client, &jobq, fine).await.status,
+        Status::Succeeded,
+        "the worker kept going"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_stops_async_and_blocking_handlers() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let forever = jobq
+        .defer(&Forever)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let spin = jobq.defer(&Spin).run(common::Async(&client)).await.unwrap();
+    let (stop, handle) = start(worker(Backend::connect(db.url()).await, Log::default()).build());
+    wait_for(
+        &client,
+        "SELECT count(*) = 2 FROM jobq.jobs WHERE status = 'doing'",
+    )
+    .await;
+    for id in [forever, spin] {
+        assert_eq!(
+            jobq.cancel(id)
+                .abort()
+                .run(common::Async(&client))
+                .await
+                .unwrap(),
+            jobq_core::CancelOutcome::AbortRequested
+        );
+    }
+    wait_for(
+        &client,
+        "SELECT count(*) = 2 FROM jobq.jobs WHERE status = 'aborted'",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_then_returns_interrupted_jobs_per_strategy() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let forever = jobq
+        .defer(&Forever)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let w = worker(Backend::connect(db.url()).await, Log::default())
+        .retry("forever", RetryStrategy::new(5))
+        .shutdown_timeout(Duration::from_millis(200))
+        .build();
+    let (stop, handle) = start(w);
+    wait_for(
+        &client,
+        "SELECT count(*) = 1 FROM jobq.jobs WHERE status = 'doing'",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let j = job(&client, &jobq, forever).await;
+    assert_eq!(
+        j.status,
+        Status::Todo,
+        "back in the queue for another attempt"
+    );
+    assert_eq!(
+        j.last_error.as_deref(),
+        Some("interrupted by worker shutdown")
+    );
+    let workers: i64 = client
+        .query_one("SELECT count(*) FROM jobq.workers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(workers, 0, "the worker unregistered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_dead_worker_are_recovered() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let id = jobq
+        .defer(&Flaky { fail_times: 0 })
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let once = jobq
+        .defer(&Record {
+            name: "once".into(),
+        })
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO jobq.workers (name, heartbeat_at) VALUES ('dead', now() - interval '1 hour');
+             UPDATE jobq.jobs SET status = 'doing', attempts = 1, worker_id = (SELECT id FROM jobq.workers)
+             WHERE id IN ({id}, {once});"
+        ))
+        .await
+        .unwrap();
+    let w = worker(Backend::connect(db.url()).await, Log::default())
+        .stalled_after(Duration::from_secs(1))
+        .build();
+    let (stop, handle) = start(w);
+    wait_for(
+        &client,
+        "SELECT count(*) = 2 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let retried = job(&client, &jobq, id).await;
+    assert_eq!(
+        (retried.status, retried.attempts),
+        (Status::Succeeded, 2),
+        "retried per its strategy"
+    );
+    assert!(retried.errors[0].error.contains("stalled"));
+    let failed = job(&client, &jobq, once).await;
+    assert_eq!(failed.status, Status::Failed, "no retries in its strategy");
+    let dead: i64 = client
+        .query_one("SELECT count(*) FROM jobq.workers WHERE name = 'dead'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dead, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_cron_tick_is_deferred_once_by_several_workers() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let every_second = Periodic::task(
+            "* * * * * *",
+            &Record {
+                name: "tick".into(),
+            },
+        )
+        .unwrap();
+        let w = worker(Backend::connect(db.url()).await, Log::default())
+            .periodic(every_second)
+            .build();
+        workers.push(start(w));
+    }
+    wait_for(&client, "SELECT count(*) >= 3 FROM jobq.periodic_ticks").await;
+    for (stop, handle) in workers {
+        stop.cancel();
+        handle.await.unwrap().unwrap();
+    }
+    let row = client
+        .query_one(
+            "SELECT count(*), count(DISTINCT scheduled_at), (SELECT count(*) FROM jobq.periodic_ticks)
+             FROM jobq.jobs WHERE task = 'record'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (jobs, ticks, claims): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(jobs, ticks, "one job per tick");
+    assert_eq!(jobs, claims);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn succeeded_jobs_can_be_deleted_and_old_ones_pruned() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    jobq.defer(&Record {
+        name: "gone".into(),
+    })
+    .run(common::Async(&client))
+    .await
+    .unwrap();
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, Log::default())
+            .delete_succeeded(true)
+            .build(),
+    );
+    wait_for(&client, "SELECT count(*) = 0 FROM jobq.jobs").await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+
+    client
+        .batch_execute(
+            "INSERT INTO jobq.jobs (task, status, finished_at) VALUES
+                ('old', 'succeeded', now() - interval '2 days'), ('old', 'failed', now() - interval '2 days'),
+                ('new', 'succeeded', now()), ('waiting', 'todo', NULL)",
+        )
+        .await
+        .unwrap();
+    let pruned = jobq
+        .prune(Duration::from_secs(86_400))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 2);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM jobq.jobs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_counts_and_workers_are_reported() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    jobq.defer(&Forever)
+        .queue("slow")
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    jobq.defer(&Record { name: "x".into() })
+        .queue("slow")
+        .at(chrono::Utc::now() + chrono::Duration::hours(1))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, Log::default())
+            .name("counter")
+            .build(),
+    );
+    wait_for(
+        &client,
+        "SELECT count(*) = 1 FROM jobq.jobs WHERE status = 'doing'",
+    )
+    .await;
+    let counts = jobq
+        .queue_counts()
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let pairs: Vec<_> = counts
+        .iter()
+        .map(|c| (c.queue.as_str(), c.status, c.count))
+        .collect();
+    assert_eq!(
+        pairs,
+        [("slow", Status::Doing, 1), ("slow", Status::Todo, 1)]
+    );
+    let workers = jobq.workers().run(common::Async(&client)).await.unwrap();
+    assert_eq!(
+        (workers.len(), workers[0].name.as_str(), workers[0].running),
+        (1, "counter", 1)
+    );
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
