@@ -121,6 +121,12 @@ impl Jobq {
         })
     }
 
+    /// The GRANT statements that let `role` (a lowercase identifier) defer, read and run jobs, without DDL.
+    /// Run them as the schema's owner after [`migrate`](Self::migrate).
+    pub fn grant_sql(&self, role: &str) -> Result<String, Error> {
+        self.sql.grants(role)
+    }
+
     /// The applied schema version, or `None` when the schema has never been applied.
     pub fn schema_version(&self) -> Query<Option<i32>> {
         let version_sql = self.sql.schema_version.clone();

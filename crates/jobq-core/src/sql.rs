@@ -17,6 +17,7 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
 const MIGRATE: &str = include_str!("../sql/migrate.sql");
+const GRANTS: &str = include_str!("../sql/grants.sql");
 
 /// Every statement jobq runs, rendered for one schema.
 #[derive(Debug)]
@@ -93,7 +94,17 @@ impl Statements {
     }
 }
 
-/// Schema names are lowercase identifiers of at most 40 characters, so they can be quoted safely and the
+impl Statements {
+    /// The GRANT statements that give `role` what jobq needs, and no more.
+    pub(crate) fn grants(&self, role: &str) -> Result<String, Error> {
+        check_identifier(role)?;
+        Ok(GRANTS
+            .replace("{schema}", &format!("\"{}\"", self.schema))
+            .replace("{role}", &format!("\"{role}\"")))
+    }
+}
+
+/// Schema and role names are lowercase identifiers of at most 40 characters, so they can be quoted safely and the
 /// channel name derived from them stays within PostgreSQL's 63-byte limit.
 fn check_identifier(name: &str) -> Result<(), Error> {
     let mut chars = name.chars();
@@ -105,7 +116,7 @@ fn check_identifier(name: &str) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::InvalidInput(format!(
-            "schema name {name:?} must be 1 to 40 characters of a-z, 0-9 and _, not starting with a digit"
+            "name {name:?} must be 1 to 40 characters of a-z, 0-9 and _, not starting with a digit"
         )))
     }
 }

@@ -228,7 +228,10 @@ impl<B: Backend> WorkerBuilder<B> {
 /// Completes at the first SIGINT or SIGTERM: pass it to [`Worker::run_until`] for a graceful shutdown.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut interrupt), Ok(mut terminate)) => {
             tokio::select! {
                 _ = interrupt.recv() => {}

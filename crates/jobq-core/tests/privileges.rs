@@ -1,0 +1,78 @@
+//! A role with exactly the documented grants (no superuser, no DDL) can use every operation and run a worker.
+
+mod common;
+
+use common::{Async, Backend, connect};
+use jobq_core::prelude::*;
+use jobq_core::worker::{JobContext, Worker};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize)]
+struct Noop {}
+
+impl Task for Noop {
+    const NAME: &'static str = "noop";
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_role_with_the_documented_grants_suffices() {
+    let db = jobq_tempdb::database();
+    let admin = connect(db.url()).await;
+    let jobq = Jobq::default();
+    admin
+        .batch_execute("CREATE ROLE jobq_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        .await
+        .ok();
+    admin
+        .batch_execute(&jobq.grant_sql("jobq_app").unwrap())
+        .await
+        .unwrap();
+    let url = db
+        .url()
+        .replacen("postgres://postgres@", "postgres://jobq_app@", 1);
+    let app = connect(&url).await;
+    let denied = app.batch_execute("CREATE TABLE jobq.sneaky (x int)").await;
+    assert!(denied.is_err(), "no DDL for the application role");
+
+    let id = jobq.defer(&Noop {}).run(Async(&app)).await.unwrap();
+    jobq.defer_batch([NewJob::new("noop", serde_json::json!({}))])
+        .run(Async(&app))
+        .await
+        .unwrap();
+    assert_eq!(
+        jobq.check_schema().run(Async(&app)).await.unwrap(),
+        jobq_core::SCHEMA_VERSION
+    );
+    jobq.list(&JobFilter::default())
+        .run(Async(&app))
+        .await
+        .unwrap();
+    jobq.queue_counts().run(Async(&app)).await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let worker = Worker::builder(jobq.clone(), Backend::connect(&url).await)
+        .poll_interval(Duration::from_millis(50))
+        .task(|_: Noop, _ctx: JobContext| async { Ok(()) })
+        .build();
+    let handle = tokio::spawn(worker.run_until(async move { stopped.cancelled().await }));
+    for _ in 0..600 {
+        if jobq.status(id).run(Async(&app)).await.unwrap() == Status::Succeeded {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        jobq.status(id).run(Async(&app)).await.unwrap(),
+        Status::Succeeded
+    );
+    assert_eq!(
+        jobq.retry(id).run(Async(&app)).await.unwrap(),
+        jobq_core::RetryOutcome::Retried
+    );
+    jobq.cancel(id).delete().run(Async(&app)).await.unwrap();
+    jobq.prune(Duration::ZERO).run(Async(&app)).await.unwrap();
+}
