@@ -1,0 +1,75 @@
+//! jobq for [`tokio_postgres`]: defer, cancel and read jobs on the `Client` or `Transaction` you already
+//! hold, inside your own transaction, or on a [`deadpool_postgres`] pool.
+//!
+//! ```no_run
+//! use jobq_tokio_postgres::prelude::*;
+//! use serde::Serialize;
+//!
+//! #[derive(Serialize)]
+//! struct ProcessOrder { order_id: i64 }
+//! impl Task for ProcessOrder { const NAME: &'static str = "process_order"; }
+//!
+//! # async fn demo(client: &mut tokio_postgres::Client, pool: &deadpool_postgres::Pool)
+//! #     -> Result<(), Box<dyn std::error::Error>> {
+//! let jobq = Jobq::default();
+//!
+//! // The order and the job that processes it commit together, or not at all.
+//! let tx = client.transaction().await?;
+//! tx.execute("INSERT INTO orders (id) VALUES ($1)", &[&42_i64]).await?;
+//! let id = jobq.defer(&ProcessOrder { order_id: 42 }).queue("orders").run(&tx).await?;
+//! tx.commit().await?;
+//!
+//! // Outside a transaction, a pool is simplest: it takes a connection per statement.
+//! let status = jobq.status(id).run(pool).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! | you pass | jobq runs |
+//! | --- | --- |
+//! | `&client`, `&mut client` ([`tokio_postgres::Client`]) | on that connection, inside its open transaction if any |
+//! | `&tx`, `&mut tx` ([`tokio_postgres::Transaction`], also a savepoint) | inside the transaction |
+//! | `&object` ([`deadpool_postgres::Object`]), `&tx` ([`deadpool_postgres::Transaction`]) | the same, on a checked-out connection |
+//! | `&pool` ([`deadpool_postgres::Pool`]), `&executor` ([`PoolExecutor`]) | one pooled connection per statement |
+//!
+//! jobq never begins, commits or rolls back a transaction, nor changes a setting, on a connection you hand
+//! it: each operation is one statement, so it is atomic inside your transaction and costs one round trip.
+//! Statements run unnamed (`query_typed`), so nothing stays prepared on the connection and jobq works
+//! through PgBouncer in transaction pooling mode.
+//!
+//! Anything that is not a tokio-postgres or deadpool connection does not compile:
+//!
+//! ```compile_fail,E0277
+//! use jobq_tokio_postgres::prelude::*;
+//!
+//! async fn demo(jobq: Jobq) {
+//!     let _ = jobq.status(JobId(1)).run("postgres://localhost/app").await;
+//! }
+//! ```
+//!
+//! A worker runs on a [`PoolExecutor`], which LISTENs for new jobs; see [`jobq_core::worker`].
+
+#![forbid(unsafe_code)]
+
+mod executor;
+mod pool;
+
+pub use executor::ConnectionExecutor;
+pub use pool::{PoolExecutor, pool};
+
+/// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
+pub use jobq_core as core;
+
+/// The connector name in this crate's [`ConnectorError`](jobq_core::ConnectorError)s.
+pub const CONNECTOR: &str = "jobq-tokio-postgres";
+
+/// Marks the conversions of tokio-postgres and deadpool connections into jobq executors.
+///
+/// You never name it: `run(&client)` finds it by itself.
+#[derive(Debug)]
+pub enum TokioPostgres {}
+
+/// What most users import: jobq's prelude, and this crate's pool executor.
+pub mod prelude {
+    pub use crate::{PoolExecutor, TokioPostgres};
+    pub use jobq_core::prelude::*;
+}

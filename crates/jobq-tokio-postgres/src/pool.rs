@@ -1,0 +1,167 @@
+//! The pooled path: a deadpool pool as an owned executor, which is also the worker's backend.
+
+use crate::executor::{connector_error, query, read_rows};
+use crate::{CONNECTOR, TokioPostgres};
+use deadpool_postgres::{Manager, Pool, PoolError, Runtime, TimeoutType};
+use futures_util::StreamExt;
+use jobq_core::worker::{Backend, Notification};
+use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+/// Builds a deadpool pool of at most `size` connections to `url` (without TLS), that waits at most 30 s for
+/// a free connection.
+///
+/// Connections are made when first needed, so this succeeds without a server; an unparsable `url` fails.
+pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
+    let config: tokio_postgres::Config = url.parse().map_err(connector_error)?;
+    Pool::builder(Manager::new(config, NoTls))
+        .max_size(size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(Duration::from_secs(30)))
+        .create_timeout(Some(Duration::from_secs(30)))
+        .build()
+        .map_err(|e| ConnectorError::new(CONNECTOR, ErrorKind::Other, e.to_string()).with_source(e))
+}
+
+/// A deadpool pool as an owned, cloneable executor: each statement takes a connection from the pool and
+/// returns it right after. This is what `run(&pool)` uses, and what a worker runs on:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use jobq_tokio_postgres::PoolExecutor;
+/// use jobq_tokio_postgres::core::{Jobq, worker::{Worker, shutdown_signal}};
+///
+/// let backend = PoolExecutor::connect("postgres://app@localhost/app", 10)?;
+/// Worker::builder(Jobq::default(), backend).build().run_until(shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+///
+/// As a worker [`Backend`] it LISTENs on a connection of its own when it knows how to make one
+/// ([`connect`](Self::connect), [`listen_with`](Self::listen_with)); otherwise the worker polls.
+#[derive(Debug, Clone)]
+pub struct PoolExecutor {
+    pool: Pool,
+    listen: Option<Arc<tokio_postgres::Config>>,
+}
+
+impl PoolExecutor {
+    /// Runs on `pool`. A worker on it polls, unless [`listen_with`](Self::listen_with) is added.
+    pub fn new(pool: Pool) -> Self {
+        Self { pool, listen: None }
+    }
+
+    /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server.
+    pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
+        let config = url.parse().map_err(connector_error)?;
+        Ok(Self::new(pool(url, size)?).listen_with(config))
+    }
+
+    /// Opens LISTEN connections (without TLS) with `config`, so an idle worker wakes at once.
+    pub fn listen_with(mut self, config: tokio_postgres::Config) -> Self {
+        self.listen = Some(Arc::new(config));
+        self
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl AsyncExecutor for PoolExecutor {
+    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
+        let client = self.pool.get().await.map_err(pool_error)?;
+        let client: &tokio_postgres::Client = &client;
+        read_rows(&query(client, sql, arg).await?)
+    }
+}
+
+/// Takes a connection from the pool for each statement.
+impl IntoAsyncExecutor<TokioPostgres> for &Pool {
+    type Executor = PoolExecutor;
+    fn into_executor(self) -> Result<PoolExecutor, ConnectorError> {
+        Ok(PoolExecutor::new(self.clone()))
+    }
+}
+
+/// Takes a connection from the pool for each statement.
+impl IntoAsyncExecutor<TokioPostgres> for &PoolExecutor {
+    type Executor = PoolExecutor;
+    fn into_executor(self) -> Result<PoolExecutor, ConnectorError> {
+        Ok(self.clone())
+    }
+}
+
+/// What the pool reported, as a [`ConnectorError`]; the driver's own errors go through [`connector_error`].
+fn pool_error(e: PoolError) -> ConnectorError {
+    let kind = match e {
+        PoolError::Backend(e) => return connector_error(e),
+        PoolError::Timeout(TimeoutType::Wait) => ErrorKind::PoolTimeout,
+        PoolError::Timeout(_) | PoolError::Closed | PoolError::PostCreateHook(_) => {
+            ErrorKind::Connection
+        }
+        _ => ErrorKind::Other,
+    };
+    ConnectorError::new(CONNECTOR, kind, e.to_string()).with_source(e)
+}
+
+impl Backend for PoolExecutor {
+    type Executor = Self;
+
+    fn executor(&self) -> Self {
+        self.clone()
+    }
+
+    async fn listen(
+        &self,
+        channels: Vec<String>,
+    ) -> Result<mpsc::UnboundedReceiver<Notification>, ConnectorError> {
+        let Some(config) = &self.listen else {
+            return Err(ConnectorError::new(
+                CONNECTOR,
+                ErrorKind::Unsupported,
+                "this PoolExecutor has no LISTEN connection: build it with `connect` or `listen_with`",
+            ));
+        };
+        let (client, mut connection) = config.connect(NoTls).await.map_err(connector_error)?;
+        let client = Arc::new(client);
+        let keep_open = client.clone();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let forward = tx.clone();
+        let forwarding = async move {
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message {
+                    let n = Notification {
+                        channel: n.channel().to_owned(),
+                        payload: n.payload().to_owned(),
+                    };
+                    if forward.send(n).is_err() {
+                        return;
+                    }
+                }
+            }
+        };
+        tokio::spawn(async move {
+            // Runs until the connection is lost or the receiver is dropped; then the client and the
+            // connection are dropped here, which closes the connection.
+            let _client = keep_open;
+            tokio::select! {
+                () = forwarding => {}
+                () = tx.closed() => {}
+            }
+        });
+        let listen: String = channels
+            .iter()
+            .map(|c| format!("LISTEN \"{}\";", c.replace('"', "\"\"")))
+            .collect();
+        client
+            .batch_execute(&listen)
+            .await
+            .map_err(connector_error)?;
+        Ok(rx)
+    }
+}
