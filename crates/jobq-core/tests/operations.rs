@@ -169,3 +169,13 @@ impl jobq_testkit::PooledConnection for MinimalPool {
 }
 
 jobq_testkit::conformance_tests!(Minimal);
+
+impl jobq_testkit::WorkerHarness for Minimal {
+    type Backend = common::Backend;
+    const LISTENS: bool = true;
+    async fn backend(url: &str) -> common::Backend {
+        common::Backend::connect(url).await
+    }
+}
+
+jobq_testkit::worker_tests!(Minimal);

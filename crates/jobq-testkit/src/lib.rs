@@ -16,8 +16,10 @@ use std::future::Future;
 
 mod observer;
 pub mod suite;
+pub mod worker;
 
 pub use observer::{Listener, Observer};
+pub use worker::WorkerHarness;
 
 /// How the suite reaches one adapter: a caller-held connection and a pool, both used through the adapter's
 /// public API.
