@@ -115,7 +115,7 @@ pub async fn worker_runs_each_committed_job_once<H: WorkerHarness>() {
     )
     .await;
     worker.stop().await;
-    let runs = runs.lock().unwrap();
+    let runs = runs.lock().unwrap().clone();
     assert_eq!(
         runs.len(),
         201,
