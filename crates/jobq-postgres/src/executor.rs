@@ -1,0 +1,86 @@
+//! The executor over a borrowed `Client` or `Transaction`, the conversions users rely on, and error mapping.
+
+use crate::pool::Manager;
+use crate::{CONNECTOR, SyncPostgres};
+use jobq_core::{BlockingExecutor, ConnectorError, ErrorKind, IntoBlockingExecutor};
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row};
+
+/// Runs jobq's statements on a `postgres::Client` or `Transaction` the caller holds, inside whatever
+/// transaction is open on it.
+///
+/// Made by [`Operation::run_blocking`](jobq_core::Operation::run_blocking) from `&mut Client`,
+/// `&mut Transaction` or an r2d2 `&mut PooledConnection`; you do not build one yourself.
+#[derive(Debug)]
+pub struct ConnectionExecutor<'a, C: ?Sized>(&'a mut C);
+
+impl<C: GenericClient + ?Sized> BlockingExecutor for ConnectionExecutor<'_, C> {
+    fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
+        // Unnamed statement, one round trip: nothing stays prepared on the connection, so this also works
+        // through PgBouncer in transaction pooling mode.
+        let params: &[(&(dyn ToSql + Sync), Type)] = match &arg {
+            Some(arg) => &[(arg, Type::TEXT)],
+            None => &[],
+        };
+        let rows = self.0.query_typed(sql, params).map_err(connector_error)?;
+        read_rows(&rows)
+    }
+}
+
+/// Column 0 of every row, as text.
+fn read_rows(rows: &[Row]) -> Result<Vec<String>, ConnectorError> {
+    rows.iter()
+        .map(|row| {
+            row.try_get::<_, String>(0).map_err(|e| {
+                ConnectorError::new(
+                    CONNECTOR,
+                    ErrorKind::Protocol,
+                    format!("jobq expected one non-null text column: {e}"),
+                )
+                .with_source(e)
+            })
+        })
+        .collect()
+}
+
+/// The one place a `postgres::Error` becomes a [`ConnectorError`].
+pub(crate) fn connector_error(e: postgres::Error) -> ConnectorError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code().to_owned();
+        let constraint = db.constraint().map(str::to_owned);
+        let message = db.message().to_owned();
+        return ConnectorError::from_server(CONNECTOR, &code, constraint.as_deref(), message, e);
+    }
+    let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+    let kind = if e.is_closed() || io {
+        ErrorKind::Connection
+    } else {
+        ErrorKind::Other
+    };
+    ConnectorError::new(CONNECTOR, kind, e.to_string()).with_source(e)
+}
+
+/// Runs on the client, inside its open transaction if one was begun on it.
+impl<'a> IntoBlockingExecutor<SyncPostgres> for &'a mut postgres::Client {
+    type Executor = ConnectionExecutor<'a, postgres::Client>;
+    fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
+        Ok(ConnectionExecutor(self))
+    }
+}
+
+/// Runs inside the transaction (or savepoint): it takes effect when the caller commits.
+impl<'a, 't> IntoBlockingExecutor<SyncPostgres> for &'a mut postgres::Transaction<'t> {
+    type Executor = ConnectionExecutor<'a, postgres::Transaction<'t>>;
+    fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
+        Ok(ConnectionExecutor(self))
+    }
+}
+
+/// Runs on this checked-out pooled connection, inside its open transaction if any.
+impl<'a, M: Manager> IntoBlockingExecutor<SyncPostgres> for &'a mut r2d2::PooledConnection<M> {
+    type Executor = ConnectionExecutor<'a, postgres::Client>;
+    fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
+        let client: &mut postgres::Client = self;
+        Ok(ConnectionExecutor(client))
+    }
+}

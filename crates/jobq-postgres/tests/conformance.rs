@@ -1,0 +1,245 @@
+//! jobq's conformance suite through the sync `postgres` crate, twice: on a `&mut Client` whose transaction
+//! the test opens with `BEGIN`, and on a real `postgres::Transaction` from `client.transaction()`. The
+//! pooled cases run on an r2d2 pool.
+//!
+//! The suite is async and the `postgres` client blocks on a runtime of its own, which must not happen on a
+//! tokio worker thread: every call runs on tokio's blocking threads or on a thread of its own, and the
+//! clients and pools are dropped off the runtime too (dropping a client closes it by blocking).
+
+use jobq_core::{Error, Query};
+use jobq_testkit::{CallerConnection, Harness, PooledConnection};
+use postgres::{Client, GenericClient, NoTls, SimpleQueryMessage, Transaction};
+use std::sync::{Arc, Mutex, mpsc};
+use tokio::sync::oneshot;
+
+/// Runs `f` on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Drops `value` on a thread of its own, outside the async runtime.
+fn drop_off_runtime<T: Send + 'static>(value: T) {
+    std::thread::spawn(move || drop(value)).join().unwrap();
+}
+
+/// The first column of the first row of `sql`, as text, read with the simple protocol.
+fn first_text<C: GenericClient>(client: &mut C, sql: &str) -> Result<Option<String>, String> {
+    let messages = client.simple_query(sql).map_err(|e| e.to_string())?;
+    Ok(messages
+        .iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(row.get(0).map(str::to_owned)),
+            _ => None,
+        })
+        .flatten())
+}
+
+/// An r2d2 pool, used as users do: `run_blocking(&pool)`.
+struct Pool(Option<jobq_postgres::Pool>);
+
+impl PooledConnection for Pool {
+    async fn run<T: Send + 'static>(&self, query: Query<T>) -> Result<T, Error> {
+        let pool = self.0.clone().unwrap();
+        blocking(move || query.run_blocking(&pool)).await
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        drop_off_runtime(self.0.take());
+    }
+}
+
+async fn pool(url: &str) -> Pool {
+    let url = url.to_owned();
+    Pool(Some(
+        blocking(move || jobq_postgres::pool(&url, 4))
+            .await
+            .unwrap(),
+    ))
+}
+
+/// The caller's `Client`, used as users do: `run_blocking(&mut client)`.
+///
+/// The transaction is opened and ended with `batch_execute("BEGIN")` and friends because a
+/// `postgres::Transaction` borrows the client mutably, so a struct cannot keep both across the harness's
+/// separate begin/run/commit calls. jobq cannot tell the difference: it sees the same open transaction on
+/// the same connection. The real `Transaction` path is exercised by [`ViaTransaction`].
+struct ClientConn(Option<Arc<Mutex<Client>>>);
+
+impl ClientConn {
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Client) -> T + Send + 'static,
+    ) -> T {
+        let client = self.0.clone().unwrap();
+        blocking(move || f(&mut client.lock().unwrap())).await
+    }
+}
+
+impl Drop for ClientConn {
+    fn drop(&mut self) {
+        drop_off_runtime(self.0.take());
+    }
+}
+
+impl CallerConnection for ClientConn {
+    async fn begin(&mut self) {
+        self.with(|c| c.batch_execute("BEGIN").unwrap()).await;
+    }
+    async fn commit(&mut self) {
+        self.with(|c| c.batch_execute("COMMIT").unwrap()).await;
+    }
+    async fn rollback(&mut self) {
+        self.with(|c| c.batch_execute("ROLLBACK").unwrap()).await;
+    }
+    async fn sql(&mut self, sql: &str) -> Result<Option<String>, String> {
+        let sql = sql.to_owned();
+        self.with(move |c| first_text(c, &sql)).await
+    }
+    async fn run<T: Send + 'static>(&mut self, query: Query<T>) -> Result<T, Error> {
+        self.with(move |c| query.run_blocking(&mut *c)).await
+    }
+}
+
+async fn connect(url: &str) -> Client {
+    let url = url.to_owned();
+    blocking(move || Client::connect(&url, NoTls).unwrap()).await
+}
+
+struct ViaClient;
+
+impl Harness for ViaClient {
+    const CONNECTOR: &'static str = jobq_postgres::CONNECTOR;
+    type Conn = ClientConn;
+    type Pool = Pool;
+    async fn connect(url: &str) -> ClientConn {
+        ClientConn(Some(Arc::new(Mutex::new(connect(url).await))))
+    }
+    async fn pool(url: &str) -> Pool {
+        pool(url).await
+    }
+}
+
+/// What a command runs on: the client, or the transaction open on it.
+enum On<'a, 'c> {
+    Client(&'a mut Client),
+    Transaction(&'a mut Transaction<'c>),
+}
+
+type Command = Box<dyn for<'a, 'c> FnOnce(On<'a, 'c>) + Send>;
+
+enum Message {
+    Begin(oneshot::Sender<()>),
+    Commit(oneshot::Sender<()>),
+    Rollback(oneshot::Sender<()>),
+    Run(Command),
+}
+
+/// The caller's connection with transactions from `client.transaction()`, used as users do:
+/// `run_blocking(&mut tx)`.
+///
+/// A thread owns the client and the `Transaction` borrowing it, and runs what the test sends it.
+struct TransactionConn(mpsc::Sender<Message>);
+
+impl TransactionConn {
+    fn start(mut client: Client) -> Self {
+        let (tx, rx) = mpsc::channel::<Message>();
+        std::thread::spawn(move || {
+            while let Ok(message) = rx.recv() {
+                match message {
+                    Message::Begin(done) => {
+                        let mut transaction = client.transaction().unwrap();
+                        let _ = done.send(());
+                        while let Ok(message) = rx.recv() {
+                            match message {
+                                Message::Run(command) => command(On::Transaction(&mut transaction)),
+                                Message::Commit(done) => {
+                                    transaction.commit().unwrap();
+                                    let _ = done.send(());
+                                    break;
+                                }
+                                Message::Rollback(done) => {
+                                    transaction.rollback().unwrap();
+                                    let _ = done.send(());
+                                    break;
+                                }
+                                Message::Begin(_) => panic!("a transaction is already open"),
+                            }
+                        }
+                    }
+                    Message::Run(command) => command(On::Client(&mut client)),
+                    Message::Commit(_) | Message::Rollback(_) => panic!("no transaction is open"),
+                }
+            }
+        });
+        Self(tx)
+    }
+
+    async fn control(&self, message: fn(oneshot::Sender<()>) -> Message) {
+        let (done, wait) = oneshot::channel();
+        self.0.send(message(done)).unwrap();
+        wait.await.unwrap();
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl for<'a, 'c> FnOnce(On<'a, 'c>) -> T + Send + 'static,
+    ) -> T {
+        let (reply, result) = oneshot::channel();
+        let command: Command = Box::new(move |on| {
+            let _ = reply.send(f(on));
+        });
+        self.0.send(Message::Run(command)).unwrap();
+        result.await.unwrap()
+    }
+}
+
+impl CallerConnection for TransactionConn {
+    async fn begin(&mut self) {
+        self.control(Message::Begin).await;
+    }
+    async fn commit(&mut self) {
+        self.control(Message::Commit).await;
+    }
+    async fn rollback(&mut self) {
+        self.control(Message::Rollback).await;
+    }
+    async fn sql(&mut self, sql: &str) -> Result<Option<String>, String> {
+        let sql = sql.to_owned();
+        self.call(move |on| match on {
+            On::Client(c) => first_text(c, &sql),
+            On::Transaction(t) => first_text(t, &sql),
+        })
+        .await
+    }
+    async fn run<T: Send + 'static>(&mut self, query: Query<T>) -> Result<T, Error> {
+        self.call(move |on| match on {
+            On::Client(c) => query.run_blocking(c),
+            On::Transaction(t) => query.run_blocking(t),
+        })
+        .await
+    }
+}
+
+struct ViaTransaction;
+
+impl Harness for ViaTransaction {
+    const CONNECTOR: &'static str = jobq_postgres::CONNECTOR;
+    type Conn = TransactionConn;
+    type Pool = Pool;
+    async fn connect(url: &str) -> TransactionConn {
+        TransactionConn::start(connect(url).await)
+    }
+    async fn pool(url: &str) -> Pool {
+        pool(url).await
+    }
+}
+
+mod client {
+    jobq_testkit::conformance_tests!(super::ViaClient);
+}
+
+mod transaction {
+    jobq_testkit::conformance_tests!(super::ViaTransaction);
+}

@@ -1,0 +1,221 @@
+//! What the conformance suite does not reach: plain blocking use without any async runtime, r2d2's pooled
+//! connections, savepoints, pool and connection failures, and a worker on the pool executor woken by
+//! LISTEN.
+
+use jobq_core::worker::{JobContext, Worker};
+use jobq_core::{CancelOutcome, ErrorKind};
+use jobq_postgres::PoolExecutor;
+use jobq_postgres::prelude::*;
+use postgres::{Client, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize)]
+struct ProcessOrder {
+    order_id: i64,
+}
+
+impl Task for ProcessOrder {
+    const NAME: &'static str = "process_order";
+}
+
+fn count(observer: &mut Client, sql: &str) -> i64 {
+    observer
+        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn pooled_connection_and_its_transaction() {
+    let db = jobq_tempdb::database();
+    let mut observer = Client::connect(db.url(), NoTls).unwrap();
+    let pool = jobq_postgres::pool(db.url(), 2).unwrap();
+    let jobq = Jobq::default();
+
+    let mut conn = pool.get().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    let id = jobq
+        .defer(&ProcessOrder { order_id: 1 })
+        .run_blocking(&mut tx)
+        .unwrap();
+    assert_eq!(jobq.status(id).run_blocking(&mut tx).unwrap(), Status::Todo);
+    assert_eq!(count(&mut observer, "SELECT * FROM jobq.jobs"), 0);
+    tx.commit().unwrap();
+    assert_eq!(count(&mut observer, "SELECT * FROM jobq.jobs"), 1);
+
+    assert_eq!(
+        jobq.cancel(id).run_blocking(&mut conn).unwrap(),
+        CancelOutcome::Cancelled
+    );
+    drop(conn);
+    assert_eq!(
+        jobq.status(id).run_blocking(&pool).unwrap(),
+        Status::Cancelled
+    );
+    let executor = PoolExecutor::new(pool);
+    assert_eq!(
+        jobq.status(id).run_blocking(&executor).unwrap(),
+        Status::Cancelled
+    );
+}
+
+#[test]
+fn a_rolled_back_savepoint_takes_only_its_own_jobs() {
+    let db = jobq_tempdb::database();
+    let mut client = Client::connect(db.url(), NoTls).unwrap();
+    let jobq = Jobq::default();
+
+    let mut tx = client.transaction().unwrap();
+    let kept = jobq
+        .defer(&ProcessOrder { order_id: 1 })
+        .run_blocking(&mut tx)
+        .unwrap();
+    let mut savepoint = tx.savepoint("maybe").unwrap();
+    jobq.defer(&ProcessOrder { order_id: 2 })
+        .run_blocking(&mut savepoint)
+        .unwrap();
+    savepoint.rollback().unwrap();
+    tx.commit().unwrap();
+
+    let ids: Vec<i64> = client
+        .query("SELECT id FROM jobq.jobs", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, vec![kept.0]);
+}
+
+#[test]
+fn pool_failures_are_told_apart() {
+    let db = jobq_tempdb::database();
+    let manager = PostgresConnectionManager::new(db.url().parse().unwrap(), NoTls);
+    let pool = r2d2::Pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_millis(100))
+        .build(manager)
+        .unwrap();
+    let held = pool.get().unwrap();
+    let err = Jobq::default()
+        .status(JobId(1))
+        .run_blocking(&pool)
+        .unwrap_err();
+    match err {
+        Error::Connector(e) => {
+            assert_eq!(e.kind, ErrorKind::PoolTimeout, "{e}");
+            assert_eq!(e.connector, "jobq-postgres");
+        }
+        other => panic!("expected a pool timeout, got {other:?}"),
+    }
+    drop(held);
+    assert!(matches!(
+        Jobq::default().status(JobId(1)).run_blocking(&pool),
+        Err(Error::JobNotFound(_))
+    ));
+
+    let manager = PostgresConnectionManager::new(
+        "postgres://nobody@127.0.0.1:1/none".parse().unwrap(),
+        NoTls,
+    );
+    let unreachable = r2d2::Pool::builder()
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_millis(500))
+        .build(manager)
+        .unwrap();
+    let err = Jobq::default()
+        .status(JobId(1))
+        .run_blocking(&unreachable)
+        .unwrap_err();
+    assert_eq!(err.connector_kind(), Some(ErrorKind::Connection), "{err}");
+}
+
+#[test]
+fn a_lost_connection_is_a_connection_error() {
+    let db = jobq_tempdb::database();
+    let mut client = Client::connect(db.url(), NoTls).unwrap();
+    let mut observer = Client::connect(db.url(), NoTls).unwrap();
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    observer
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .unwrap();
+    let err = Jobq::default()
+        .status(JobId(1))
+        .run_blocking(&mut client)
+        .unwrap_err();
+    assert_eq!(err.connector_kind(), Some(ErrorKind::Connection), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_the_pool_runs_a_job_committed_by_the_caller() {
+    let db = jobq_tempdb::database();
+    let url = db.url().to_owned();
+    let backend = tokio::task::spawn_blocking(move || PoolExecutor::connect(&url, 4).unwrap())
+        .await
+        .unwrap();
+    let (done, mut ran) = tokio::sync::mpsc::unbounded_channel();
+    // Polling is effectively off: only the NOTIFY at the caller's commit can wake the worker.
+    let worker = Worker::builder(Jobq::default(), backend.clone())
+        .poll_interval(Duration::from_secs(3600))
+        .task(move |order: ProcessOrder, _ctx: JobContext| {
+            let done = done.clone();
+            async move {
+                done.send(order.order_id).unwrap();
+                Ok(())
+            }
+        })
+        .build();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+
+    // The application's side: plain blocking code on a thread of its own.
+    let url = db.url().to_owned();
+    let id = tokio::task::spawn_blocking(move || {
+        let mut client = Client::connect(&url, NoTls).unwrap();
+        wait_for_worker(&mut client);
+        let mut tx = client.transaction().unwrap();
+        let id = Jobq::default()
+            .defer(&ProcessOrder { order_id: 7 })
+            .run_blocking(&mut tx)
+            .unwrap();
+        tx.commit().unwrap();
+        id
+    })
+    .await
+    .unwrap();
+
+    let order = tokio::time::timeout(Duration::from_secs(60), ran.recv())
+        .await
+        .expect("the committed job runs")
+        .unwrap();
+    assert_eq!(order, 7);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let executor = backend.clone();
+    let status =
+        tokio::task::spawn_blocking(move || Jobq::default().status(id).run_blocking(&executor))
+            .await
+            .unwrap();
+    // The last executor goes on the async runtime, where closing its clients directly would panic.
+    drop(backend);
+    assert_eq!(status.unwrap(), Status::Succeeded);
+}
+
+/// Waits until the worker LISTENs.
+fn wait_for_worker(client: &mut Client) {
+    for _ in 0..600 {
+        let sql = "SELECT * FROM pg_stat_activity \
+                   WHERE datname = current_database() AND query LIKE 'LISTEN%'";
+        if count(client, sql) > 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the worker never listened");
+}
