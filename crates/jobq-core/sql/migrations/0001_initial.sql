@@ -23,7 +23,7 @@ CREATE TABLE {schema}.jobs (
     scheduled_at     timestamptz NOT NULL DEFAULT now(),
     attempts         integer NOT NULL DEFAULT 0,
     abort_requested  boolean NOT NULL DEFAULT false,
-    worker_id        bigint REFERENCES {schema}.workers (id) ON DELETE SET NULL,
+    worker_id        bigint,  -- the running worker; no foreign key, to keep triggers off the hot path
     created_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
     finished_at      timestamptz,
