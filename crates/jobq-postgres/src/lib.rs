@@ -50,6 +50,10 @@
 //! ```
 //!
 //! A worker runs on a [`PoolExecutor`]; see [`jobq_core::worker`].
+//!
+//! Runnable examples, each on a throwaway PostgreSQL: `cargo run -p jobq-postgres --example` with
+//! `postgres_quickstart`, `postgres_transaction` (an order and its job in one transaction) or
+//! `postgres_pool` (deferring through r2d2 from several threads, then a worker).
 
 #![forbid(unsafe_code)]
 

@@ -1,13 +1,14 @@
 //! jobq's conformance suite through the sync `postgres` crate, twice: on a `&mut Client` whose transaction
 //! the test opens with `BEGIN`, and on a real `postgres::Transaction` from `client.transaction()`. The
-//! pooled cases run on an r2d2 pool.
+//! pooled cases run on an r2d2 pool, the worker cases on a `PoolExecutor` that LISTENs.
 //!
 //! The suite is async and the `postgres` client blocks on a runtime of its own, which must not happen on a
 //! tokio worker thread: every call runs on tokio's blocking threads or on a thread of its own, and the
 //! clients and pools are dropped off the runtime too (dropping a client closes it by blocking).
 
 use jobq_core::{Error, Query};
-use jobq_testkit::{CallerConnection, Harness, PooledConnection};
+use jobq_postgres::PoolExecutor;
+use jobq_testkit::{CallerConnection, Harness, PooledConnection, WorkerHarness};
 use postgres::{Client, GenericClient, NoTls, SimpleQueryMessage, Transaction};
 use std::sync::{Arc, Mutex, mpsc};
 use tokio::sync::oneshot;
@@ -236,10 +237,35 @@ impl Harness for ViaTransaction {
     }
 }
 
+/// A worker backend on an r2d2 pool that LISTENs. The worker drops it on the runtime when it stops;
+/// `PoolExecutor` then closes its clients off the runtime by itself.
+async fn backend(url: &str) -> PoolExecutor {
+    let url = url.to_owned();
+    blocking(move || PoolExecutor::connect(&url, 4).unwrap()).await
+}
+
+impl WorkerHarness for ViaClient {
+    type Backend = PoolExecutor;
+    const LISTENS: bool = true;
+    async fn backend(url: &str) -> PoolExecutor {
+        backend(url).await
+    }
+}
+
+impl WorkerHarness for ViaTransaction {
+    type Backend = PoolExecutor;
+    const LISTENS: bool = true;
+    async fn backend(url: &str) -> PoolExecutor {
+        backend(url).await
+    }
+}
+
 mod client {
     jobq_testkit::conformance_tests!(super::ViaClient);
+    jobq_testkit::worker_tests!(super::ViaClient);
 }
 
 mod transaction {
     jobq_testkit::conformance_tests!(super::ViaTransaction);
+    jobq_testkit::worker_tests!(super::ViaTransaction);
 }

@@ -1,10 +1,7 @@
 //! What the conformance suite does not reach: plain blocking use without any async runtime, r2d2's pooled
-//! connections, savepoints, pool and connection failures, and a worker on the pool executor woken by
-//! LISTEN.
+//! connections, savepoints, pool and connection failures. The worker cases are in the conformance suite.
 
-use jobq_core::worker::{JobContext, Worker};
 use jobq_core::{CancelOutcome, ErrorKind};
-use jobq_postgres::PoolExecutor;
 use jobq_postgres::prelude::*;
 use postgres::{Client, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
@@ -148,74 +145,4 @@ fn a_lost_connection_is_a_connection_error() {
         .run_blocking(&mut client)
         .unwrap_err();
     assert_eq!(err.connector_kind(), Some(ErrorKind::Connection), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_on_the_pool_runs_a_job_committed_by_the_caller() {
-    let db = jobq_tempdb::database();
-    let url = db.url().to_owned();
-    let backend = tokio::task::spawn_blocking(move || PoolExecutor::connect(&url, 4).unwrap())
-        .await
-        .unwrap();
-    let (done, mut ran) = tokio::sync::mpsc::unbounded_channel();
-    // Polling is effectively off: only the NOTIFY at the caller's commit can wake the worker.
-    let worker = Worker::builder(Jobq::default(), backend.clone())
-        .poll_interval(Duration::from_secs(3600))
-        .task(move |order: ProcessOrder, _ctx: JobContext| {
-            let done = done.clone();
-            async move {
-                done.send(order.order_id).unwrap();
-                Ok(())
-            }
-        })
-        .build();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
-
-    // The application's side: plain blocking code on a thread of its own.
-    let url = db.url().to_owned();
-    let id = tokio::task::spawn_blocking(move || {
-        let mut client = Client::connect(&url, NoTls).unwrap();
-        wait_for_worker(&mut client);
-        let mut tx = client.transaction().unwrap();
-        let id = Jobq::default()
-            .defer(&ProcessOrder { order_id: 7 })
-            .run_blocking(&mut tx)
-            .unwrap();
-        tx.commit().unwrap();
-        id
-    })
-    .await
-    .unwrap();
-
-    let order = tokio::time::timeout(Duration::from_secs(60), ran.recv())
-        .await
-        .expect("the committed job runs")
-        .unwrap();
-    assert_eq!(order, 7);
-    stop.send(()).unwrap();
-    running.await.unwrap().unwrap();
-    let executor = backend.clone();
-    let status =
-        tokio::task::spawn_blocking(move || Jobq::default().status(id).run_blocking(&executor))
-            .await
-            .unwrap();
-    // The last executor goes on the async runtime, where closing its clients directly would panic.
-    drop(backend);
-    assert_eq!(status.unwrap(), Status::Succeeded);
-}
-
-/// Waits until the worker LISTENs.
-fn wait_for_worker(client: &mut Client) {
-    for _ in 0..600 {
-        let sql = "SELECT * FROM pg_stat_activity \
-                   WHERE datname = current_database() AND query LIKE 'LISTEN%'";
-        if count(client, sql) > 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the worker never listened");
 }

@@ -47,6 +47,10 @@
 //! ```
 //!
 //! A worker runs on a [`PoolExecutor`], which LISTENs for new jobs; see [`jobq_core::worker`].
+//!
+//! Runnable examples, each on a throwaway PostgreSQL: `cargo run -p jobq-tokio-postgres --example` with
+//! `quickstart`, `tokio_postgres_transaction` (an order and its job in one transaction) or
+//! `tokio_postgres_pool` (deferring through deadpool, then a worker).
 
 #![forbid(unsafe_code)]
 

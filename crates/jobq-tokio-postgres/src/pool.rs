@@ -14,9 +14,17 @@ use tokio_postgres::{AsyncMessage, NoTls};
 /// Builds a deadpool pool of at most `size` connections to `url` (without TLS), that waits at most 30 s for
 /// a free connection.
 ///
-/// Connections are made when first needed, so this succeeds without a server; an unparsable `url` fails.
+/// Connections are made when first needed, so this returns at once; an unparsable `url` or a `size` of 0
+/// fails.
 pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
     let config: tokio_postgres::Config = url.parse().map_err(connector_error)?;
+    if size == 0 {
+        return Err(ConnectorError::new(
+            CONNECTOR,
+            ErrorKind::Other,
+            "a pool needs at least one connection",
+        ));
+    }
     Pool::builder(Manager::new(config, NoTls))
         .max_size(size)
         .runtime(Runtime::Tokio1)

@@ -1,10 +1,11 @@
 //! jobq's conformance suite through tokio-postgres, twice: on a `&Client` whose transaction the test opens
 //! with `BEGIN`, and on a real `tokio_postgres::Transaction` from `client.transaction()`. The pooled cases run
-//! on a deadpool pool.
+//! on a deadpool pool, the worker cases on a `PoolExecutor` that LISTENs.
 
 use futures_util::future::BoxFuture;
 use jobq_core::{Error, Query};
-use jobq_testkit::{CallerConnection, Harness, PooledConnection};
+use jobq_testkit::{CallerConnection, Harness, PooledConnection, WorkerHarness};
+use jobq_tokio_postgres::PoolExecutor;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, GenericClient, NoTls, SimpleQueryMessage, Transaction};
 
@@ -208,10 +209,28 @@ impl Harness for ViaTransaction {
     }
 }
 
+impl WorkerHarness for ViaClient {
+    type Backend = PoolExecutor;
+    const LISTENS: bool = true;
+    async fn backend(url: &str) -> PoolExecutor {
+        PoolExecutor::connect(url, 4).unwrap()
+    }
+}
+
+impl WorkerHarness for ViaTransaction {
+    type Backend = PoolExecutor;
+    const LISTENS: bool = true;
+    async fn backend(url: &str) -> PoolExecutor {
+        PoolExecutor::connect(url, 4).unwrap()
+    }
+}
+
 mod client {
     jobq_testkit::conformance_tests!(super::ViaClient);
+    jobq_testkit::worker_tests!(super::ViaClient);
 }
 
 mod transaction {
     jobq_testkit::conformance_tests!(super::ViaTransaction);
+    jobq_testkit::worker_tests!(super::ViaTransaction);
 }

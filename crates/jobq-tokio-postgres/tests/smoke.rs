@@ -1,9 +1,7 @@
 //! What the conformance suite does not reach: deadpool's own connection and transaction types, savepoints,
-//! pool and connection failures, and a worker on the pool executor woken by LISTEN.
+//! pool and connection failures. The worker cases are in the conformance suite.
 
-use jobq_core::worker::{JobContext, Worker};
 use jobq_core::{ErrorKind, Status};
-use jobq_tokio_postgres::PoolExecutor;
 use jobq_tokio_postgres::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -139,78 +137,4 @@ async fn a_lost_connection_is_a_connection_error() {
         .await
         .unwrap_err();
     assert_eq!(err.connector_kind(), Some(ErrorKind::Connection), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_on_the_pool_runs_a_job_committed_by_the_caller() {
-    let db = jobq_tempdb::database();
-    let backend = PoolExecutor::connect(db.url(), 4).unwrap();
-    let (done, mut ran) = tokio::sync::mpsc::unbounded_channel();
-    // Polling is effectively off: only the NOTIFY at the caller's commit can wake the worker.
-    let worker = Worker::builder(Jobq::default(), backend)
-        .poll_interval(Duration::from_secs(3600))
-        .task(move |order: ProcessOrder, _ctx: JobContext| {
-            let done = done.clone();
-            async move {
-                done.send(order.order_id).unwrap();
-                Ok(())
-            }
-        })
-        .build();
-    let stop = shutdown_trigger();
-    let handle = tokio::spawn(worker.run_until(stop.1));
-
-    let mut client = connect(db.url()).await;
-    let jobq = Jobq::default();
-    // Let the worker start listening: its first fetch finds nothing, then it waits.
-    wait_for_worker(&client).await;
-    let tx = client.transaction().await.unwrap();
-    let id = jobq
-        .defer(&ProcessOrder { order_id: 7 })
-        .run(&tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-
-    let order = tokio::time::timeout(Duration::from_secs(60), ran.recv())
-        .await
-        .expect("the committed job runs")
-        .unwrap();
-    assert_eq!(order, 7);
-    stop.0.send(()).unwrap();
-    handle.await.unwrap().unwrap();
-    assert_eq!(
-        jobq.status(id).run(&client).await.unwrap(),
-        Status::Succeeded
-    );
-}
-
-/// A shutdown future and its trigger.
-fn shutdown_trigger() -> (
-    tokio::sync::oneshot::Sender<()>,
-    impl std::future::Future<Output = ()> + Send,
-) {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    (tx, async move {
-        let _ = rx.await;
-    })
-}
-
-/// Waits until the worker has registered and LISTENs.
-async fn wait_for_worker(client: &Client) {
-    for _ in 0..600 {
-        let listening: i64 = client
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if listening > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the worker never listened");
 }

@@ -5,7 +5,7 @@
 //! back for you.
 //!
 //! ```sh
-//! cargo run -p jobq-tokio-postgres --example in_transaction
+//! cargo run -p jobq-tokio-postgres --example tokio_postgres_transaction
 //! ```
 
 use jobq_tokio_postgres::prelude::*;

@@ -6,7 +6,7 @@
 //! back for you.
 //!
 //! ```sh
-//! cargo run -p jobq-postgres --example in_transaction
+//! cargo run -p jobq-postgres --example postgres_transaction
 //! ```
 
 use jobq_postgres::prelude::*;

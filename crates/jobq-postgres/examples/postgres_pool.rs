@@ -2,7 +2,7 @@
 //! then a worker on the same pool runs the jobs.
 //!
 //! ```sh
-//! cargo run -p jobq-postgres --example pool
+//! cargo run -p jobq-postgres --example postgres_pool
 //! ```
 
 use jobq_postgres::PoolExecutor;

@@ -2,7 +2,7 @@
 //! same pool runs the jobs.
 //!
 //! ```sh
-//! cargo run -p jobq-tokio-postgres --example pool
+//! cargo run -p jobq-tokio-postgres --example tokio_postgres_pool
 //! ```
 
 use jobq_tokio_postgres::PoolExecutor;

@@ -2,7 +2,7 @@
 //! transaction as an order row, and reads it back. Plain blocking code: no async runtime.
 //!
 //! ```sh
-//! cargo run -p jobq-postgres --example quickstart
+//! cargo run -p jobq-postgres --example postgres_quickstart
 //! ```
 
 use jobq_postgres::prelude::*;
