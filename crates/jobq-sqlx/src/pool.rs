@@ -1,0 +1,128 @@
+//! The pooled path: a [`PgPool`] as an owned executor, which is also the worker's backend.
+
+use crate::Sqlx;
+use crate::executor::{connector_error, fetch};
+use jobq_core::worker::{Backend, Notification};
+use jobq_core::{AsyncExecutor, ConnectorError, IntoAsyncExecutor};
+use sqlx::PgPool;
+use sqlx::postgres::{PgListener, PgPoolOptions};
+use tokio::sync::mpsc;
+
+/// A [`PgPool`] as an owned, cloneable executor: each statement takes a connection from the pool and
+/// returns it right after. This is what `run(&pool)` uses, and what a worker runs on:
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use jobq_sqlx::PoolExecutor;
+/// use jobq_sqlx::core::{Jobq, worker::{Worker, shutdown_signal}};
+///
+/// let backend = PoolExecutor::connect("postgres://app@localhost/app", 10)?;
+/// Worker::builder(Jobq::default(), backend).build().run_until(shutdown_signal()).await?;
+/// # Ok(()) }
+/// ```
+///
+/// A pool that has no free connection within its `acquire_timeout` fails the statement with
+/// [`ErrorKind::PoolTimeout`](jobq_core::ErrorKind::PoolTimeout); so does a server that refuses connections,
+/// because sqlx keeps retrying to connect until that timeout. As a worker [`Backend`] it LISTENs on a dedicated connection made with the
+/// pool's connect options, so LISTEN never holds one of the pool's connections.
+#[derive(Debug, Clone)]
+pub struct PoolExecutor {
+    pool: PgPool,
+}
+
+impl PoolExecutor {
+    /// Runs on `pool`.
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A pool of at most `size` connections to `url`, made when first needed (so this succeeds without a
+    /// server; an unparsable `url` fails).
+    pub fn connect(url: &str, size: u32) -> Result<Self, ConnectorError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(size)
+            .connect_lazy(url)
+            .map_err(connector_error)?;
+        Ok(Self::new(pool))
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl From<PgPool> for PoolExecutor {
+    fn from(pool: PgPool) -> Self {
+        Self::new(pool)
+    }
+}
+
+impl AsyncExecutor for PoolExecutor {
+    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
+        fetch(&self.pool, sql, arg).await
+    }
+}
+
+/// Takes a connection from the pool for each statement.
+impl IntoAsyncExecutor<Sqlx> for &PgPool {
+    type Executor = PoolExecutor;
+    fn into_executor(self) -> Result<PoolExecutor, ConnectorError> {
+        Ok(PoolExecutor::new(self.clone()))
+    }
+}
+
+/// Takes a connection from the pool for each statement.
+impl IntoAsyncExecutor<Sqlx> for &PoolExecutor {
+    type Executor = PoolExecutor;
+    fn into_executor(self) -> Result<PoolExecutor, ConnectorError> {
+        Ok(self.clone())
+    }
+}
+
+impl Backend for PoolExecutor {
+    type Executor = Self;
+
+    fn executor(&self) -> Self {
+        self.clone()
+    }
+
+    async fn listen(
+        &self,
+        channels: Vec<String>,
+    ) -> Result<mpsc::UnboundedReceiver<Notification>, ConnectorError> {
+        // A pool of one, so the listener's connection is not taken from the application's pool.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*self.pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own)
+            .await
+            .map_err(connector_error)?;
+        // A lost connection ends the receiver, and the worker polls and calls `listen` again, rather than
+        // sqlx reconnecting silently and notifications going missing unnoticed.
+        listener.eager_reconnect(false);
+        listener
+            .listen_all(channels.iter().map(String::as_str))
+            .await
+            .map_err(connector_error)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    received = listener.try_recv() => {
+                        let Ok(Some(n)) = received else { return };
+                        let n = Notification {
+                            channel: n.channel().to_owned(),
+                            payload: n.payload().to_owned(),
+                        };
+                        if tx.send(n).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
