@@ -55,9 +55,11 @@ pub enum Error {
 /// A PostgreSQL server: the throwaway one, or the one the environment names.
 pub struct Server {
     base_url: String,
-    admin: Mutex<postgres::Client>,
+    admin: Mutex<Option<postgres::Client>>,
     throwaway: bool,
     _watchdog: Option<Mutex<ChildStdin>>,
+    template: OnceLock<()>,
+    bin: Option<PathBuf>,
     /// Where the throwaway server keeps its files (its log is `server.log` there).
     pub dir: Option<PathBuf>,
 }
@@ -104,7 +106,7 @@ impl Drop for TestDatabase {
             let sql = format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name);
             off_runtime(|| {
                 if let Ok(server) = server() {
-                    let _ = server.admin.lock().map(|mut c| c.batch_execute(&sql));
+                    let _ = server.with_admin(|c| Ok(c.batch_execute(&sql)?));
                 }
             });
         }
@@ -138,48 +140,107 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 }
 
 fn create_database(migrated: bool) -> Result<TestDatabase, Error> {
-    static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let server = server()?;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = if server.throwaway {
-        format!("jobq_test_{n}")
-    } else {
-        format!("jobq_test_{}_{n}", std::process::id())
-    };
-    let template = if migrated && server.throwaway {
-        template(server)?
-    } else {
-        "template0"
-    };
-    server
-        .admin
-        .lock()
-        .expect("admin connection lock")
-        .batch_execute(&format!(
-            "CREATE DATABASE \"{name}\" TEMPLATE {template} STRATEGY FILE_COPY"
-        ))?;
-    let db = TestDatabase {
-        url: format!("{}/{name}", server.base_url),
-        name,
-        drop_on_exit: !server.throwaway,
-    };
-    if migrated && !server.throwaway {
-        migrate(db.url())?;
-    }
-    Ok(db)
+    server()?.create_database(migrated)
 }
 
-fn template(server: &Server) -> Result<&'static str, Error> {
-    static TEMPLATE: OnceLock<()> = OnceLock::new();
-    if TEMPLATE.get().is_none() {
-        let mut admin = server.admin.lock().expect("admin connection lock");
-        if TEMPLATE.get().is_none() {
-            admin.batch_execute("CREATE DATABASE jobq_template")?;
-            migrate(&format!("{}/jobq_template", server.base_url))?;
-            TEMPLATE.set(()).ok();
-        }
+impl Drop for Server {
+    /// Drops the sync admin client on a thread of its own, since closing it blocks and callers may be async.
+    fn drop(&mut self) {
+        let admin = self.admin.get_mut().map(Option::take).unwrap_or(None);
+        off_runtime(move || drop(admin));
     }
-    Ok("jobq_template")
+}
+
+impl Server {
+    /// Starts a throwaway server of its own, apart from the shared one: for tests that restart or stop it.
+    /// It is stopped and deleted when the process ends.
+    pub fn start_private() -> Result<Server, Error> {
+        static PRIVATE: AtomicU32 = AtomicU32::new(0);
+        let n = PRIVATE.fetch_add(1, Ordering::Relaxed);
+        off_runtime(|| start_throwaway(&format!("{}-{n}", std::process::id())))
+    }
+
+    /// Restarts the server (`pg_ctl restart -m fast`): every connection is cut, as in a real restart.
+    pub fn restart(&self) -> Result<(), Error> {
+        let (Some(dir), Some(bin)) = (&self.dir, &self.bin) else {
+            return Err(Error::Schema(
+                "only a throwaway server can be restarted".into(),
+            ));
+        };
+        let as_root = std::fs::metadata("/proc/self")?.uid() == 0;
+        off_runtime(|| {
+            // With a log file, so the restarted server does not hold this process's output pipe open.
+            run(pg(as_root, bin, "pg_ctl")
+                .args(["restart", "-m", "fast", "-w", "-t", "60", "-D"])
+                .arg(dir.join("data"))
+                .arg("-l")
+                .arg(dir.join("server.log")))
+        })?;
+        // The old client is dropped off the runtime too: closing a sync client blocks.
+        off_runtime(|| -> Result<(), Error> {
+            let admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)?;
+            *self.admin.lock().expect("admin connection lock") = Some(admin);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Runs `f` on the admin connection.
+    fn with_admin<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut admin = self.admin.lock().expect("admin connection lock");
+        f(admin
+            .as_mut()
+            .ok_or_else(|| Error::Schema("the server is shut down".into()))?)
+    }
+
+    /// A fresh database on this server, migrated when `migrated` is true.
+    pub fn database(&self, migrated: bool) -> Result<TestDatabase, Error> {
+        off_runtime(|| self.create_database(migrated))
+    }
+
+    fn create_database(&self, migrated: bool) -> Result<TestDatabase, Error> {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = if self.throwaway {
+            format!("jobq_test_{n}")
+        } else {
+            format!("jobq_test_{}_{n}", std::process::id())
+        };
+        let template = if migrated && self.throwaway {
+            self.template()?
+        } else {
+            "template0"
+        };
+        let create = format!("CREATE DATABASE \"{name}\" TEMPLATE {template} STRATEGY FILE_COPY");
+        self.with_admin(|admin| Ok(admin.batch_execute(&create)?))?;
+        let db = TestDatabase {
+            url: self.url(&name),
+            name,
+            drop_on_exit: !self.throwaway,
+        };
+        if migrated && !self.throwaway {
+            migrate(db.url())?;
+        }
+        Ok(db)
+    }
+
+    fn template(&self) -> Result<&'static str, Error> {
+        if self.template.get().is_none() {
+            // Under the admin lock, so concurrent callers create the template once.
+            self.with_admin(|admin| {
+                if self.template.get().is_none() {
+                    admin.batch_execute("CREATE DATABASE jobq_template")?;
+                    migrate(&self.url("jobq_template"))?;
+                    self.template.set(()).ok();
+                }
+                Ok(())
+            })?;
+        }
+        Ok("jobq_template")
+    }
 }
 
 fn migrate(url: &str) -> Result<(), Error> {
@@ -209,17 +270,24 @@ fn start() -> Result<Server, Error> {
             .to_owned();
         return Ok(Server {
             base_url,
-            admin: Mutex::new(admin),
+            admin: Mutex::new(Some(admin)),
             throwaway: false,
             _watchdog: None,
+            template: OnceLock::new(),
+            bin: None,
             dir: None,
         });
     }
+    start_throwaway(&std::process::id().to_string())
+}
+
+/// Starts a throwaway server in a directory named `name` (the process id first) under the temp dir.
+fn start_throwaway(name: &str) -> Result<Server, Error> {
     let bin = find_bindir().ok_or(Error::NoBinaries)?;
     let root = std::env::temp_dir().join("jobq-tempdb");
     std::fs::create_dir_all(&root)?;
     remove_stale(&root, &bin);
-    let dir = root.join(std::process::id().to_string());
+    let dir = root.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let as_root = std::fs::metadata("/proc/self")?.uid() == 0;
@@ -264,9 +332,11 @@ fn start() -> Result<Server, Error> {
                     postgres::Client::connect(&format!("{base_url}/postgres"), postgres::NoTls)?;
                 return Ok(Server {
                     base_url,
-                    admin: Mutex::new(admin),
+                    admin: Mutex::new(Some(admin)),
                     throwaway: true,
                     _watchdog: Some(Mutex::new(watchdog)),
+                    template: OnceLock::new(),
+                    bin: Some(bin),
                     dir: Some(dir),
                 });
             }
@@ -346,7 +416,7 @@ fn remove_stale(root: &Path, bin: &Path) {
         let Some(pid) = entry
             .file_name()
             .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
+            .and_then(|s| s.split('-').next()?.parse::<u32>().ok())
         else {
             continue;
         };

@@ -1,0 +1,66 @@
+//! What the fault tests and their worker processes share: the task they run, which records every start and
+//! finish in a `runs` table, so the tests can check at-least-once delivery and lock exclusion from outside.
+
+use jobq_core::Task;
+use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker};
+use jobq_tokio_postgres::PoolExecutor;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The table the task writes to; create it before starting workers.
+pub const RUNS_TABLE: &str = "CREATE TABLE IF NOT EXISTS runs (
+    job_id bigint NOT NULL, attempt int NOT NULL, lock text,
+    started_at timestamptz NOT NULL, finished_at timestamptz)";
+
+/// Sleeps `ms`, fails its first attempt when `fail_first`, and records the run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Slow {
+    /// How long the handler takes.
+    pub ms: u64,
+    /// Fail the first attempt (a retry follows).
+    pub fail_first: bool,
+}
+
+impl Task for Slow {
+    const NAME: &'static str = "slow";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(5).backoff(Backoff::Constant(Duration::from_millis(10)))
+    }
+}
+
+/// A worker over `url` that runs [`Slow`] jobs, with fast heartbeats and a short stall timeout.
+pub fn worker(
+    url: &str,
+    concurrency: usize,
+) -> Result<Worker<PoolExecutor>, jobq_core::ConnectorError> {
+    let runs = jobq_tokio_postgres::pool(url, 4)?;
+    Ok(Worker::builder(jobq_core::Jobq::default(), PoolExecutor::connect(url, 4)?)
+        .concurrency(concurrency)
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(200))
+        .stalled_after(Duration::from_secs(2))
+        .shutdown_timeout(Duration::from_secs(5))
+        .task(move |slow: Slow, ctx: JobContext| {
+            let runs = runs.clone();
+            async move {
+                let db = runs.get().await.map_err(|e| JobError::new(e.to_string()))?;
+                let (id, attempt, lock) = (ctx.id().0, ctx.attempt(), ctx.job.lock.clone());
+                db.execute(
+                    "INSERT INTO runs (job_id, attempt, lock, started_at) VALUES ($1, $2, $3, clock_timestamp())",
+                    &[&id, &attempt, &lock],
+                )
+                .await?;
+                tokio::time::sleep(Duration::from_millis(slow.ms)).await;
+                db.execute(
+                    "UPDATE runs SET finished_at = clock_timestamp() WHERE job_id = $1 AND attempt = $2",
+                    &[&id, &attempt],
+                )
+                .await?;
+                if slow.fail_first && attempt == 1 {
+                    return Err(JobError::new("failing the first attempt on purpose"));
+                }
+                Ok(())
+            }
+        })
+        .build())
+}
