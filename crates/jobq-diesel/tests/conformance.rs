@@ -1,0 +1,168 @@
+//! The conformance suite through diesel: the caller's `PgConnection` with transactions opened by diesel's
+//! own transaction manager (as `conn.transaction(..)` does), and an r2d2 pool. diesel is blocking, so every
+//! call runs on tokio's blocking threads.
+
+use diesel::connection::{AnsiTransactionManager, TransactionManager};
+use diesel::sql_types::Text;
+use diesel::{Connection, PgConnection, QueryableByName, RunQueryDsl};
+use jobq_core::{Error, Query};
+use jobq_diesel::prelude::*;
+use std::sync::{Arc, Mutex};
+
+struct DieselHarness;
+
+struct Conn(Arc<Mutex<PgConnection>>);
+
+struct DieselPool(jobq_diesel::PgPool);
+
+#[derive(QueryableByName)]
+struct Value {
+    #[diesel(sql_type = diesel::sql_types::Nullable<Text>)]
+    value: Option<String>,
+}
+
+impl Conn {
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut PgConnection) -> T + Send + 'static,
+    ) -> T {
+        let conn = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&mut conn.lock().unwrap()))
+            .await
+            .unwrap()
+    }
+}
+
+impl jobq_testkit::Harness for DieselHarness {
+    const CONNECTOR: &'static str = "jobq-diesel";
+    type Conn = Conn;
+    type Pool = DieselPool;
+    async fn connect(url: &str) -> Conn {
+        let url = url.to_owned();
+        let conn = tokio::task::spawn_blocking(move || PgConnection::establish(&url).unwrap())
+            .await
+            .unwrap();
+        Conn(Arc::new(Mutex::new(conn)))
+    }
+    async fn pool(url: &str) -> DieselPool {
+        DieselPool(jobq_diesel::pool(url, 4).unwrap())
+    }
+}
+
+impl jobq_testkit::CallerConnection for Conn {
+    async fn begin(&mut self) {
+        self.with(|c| AnsiTransactionManager::begin_transaction(c).unwrap())
+            .await;
+    }
+    async fn commit(&mut self) {
+        self.with(|c| AnsiTransactionManager::commit_transaction(c).unwrap())
+            .await;
+    }
+    async fn rollback(&mut self) {
+        self.with(|c| AnsiTransactionManager::rollback_transaction(c).unwrap())
+            .await;
+    }
+    async fn sql(&mut self, sql: &str) -> Result<Option<String>, String> {
+        let sql = sql.to_owned();
+        self.with(move |c| {
+            if sql.trim_start().to_uppercase().starts_with("SELECT") {
+                // diesel reads columns by name: take the first column of the first row as text.
+                let wrapped = format!(
+                    "SELECT (SELECT value FROM json_each_text(row_to_json(x)) LIMIT 1) AS value FROM ({sql}) x LIMIT 1"
+                );
+                let rows: Vec<Value> = diesel::sql_query(wrapped).load(c).map_err(|e| e.to_string())?;
+                Ok(rows.into_iter().next().and_then(|r| r.value))
+            } else {
+                diesel::sql_query(sql).execute(c).map(|_| None).map_err(|e| e.to_string())
+            }
+        })
+        .await
+    }
+    async fn run<T: Send + 'static>(&mut self, query: Query<T>) -> Result<T, Error> {
+        self.with(move |c| query.run_blocking(c)).await
+    }
+}
+
+impl jobq_testkit::PooledConnection for DieselPool {
+    async fn run<T: Send + 'static>(&self, query: Query<T>) -> Result<T, Error> {
+        let pool = self.0.clone();
+        tokio::task::spawn_blocking(move || query.run_blocking(&pool))
+            .await
+            .unwrap()
+    }
+}
+
+impl jobq_testkit::WorkerHarness for DieselHarness {
+    type Backend = jobq_core::worker::SpawnBlocking<PoolExecutor>;
+    const LISTENS: bool = false;
+    async fn backend(url: &str) -> Self::Backend {
+        jobq_diesel::backend(jobq_diesel::pool(url, 4).unwrap())
+    }
+}
+
+jobq_testkit::conformance_tests!(DieselHarness);
+jobq_testkit::worker_tests!(DieselHarness);
+
+/// The headline path: inside `conn.transaction(..)`, a conflict leaves the transaction usable.
+#[test]
+fn inside_conn_transaction_the_outbox_holds() {
+    let db = jobq_tempdb::database();
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    diesel::sql_query("CREATE TABLE orders (id bigint PRIMARY KEY)")
+        .execute(&mut conn)
+        .unwrap();
+    let jobq = Jobq::default();
+    let job = || NewJob::new("process_order", serde_json::json!({"order_id": 1}));
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+    conn.transaction::<_, BoxError, _>(|conn| {
+        diesel::sql_query("INSERT INTO orders VALUES (1)")
+            .execute(conn)
+            .unwrap();
+        jobq.defer_job(job())
+            .queueing_lock("order-1")
+            .run_blocking(&mut *conn)?;
+        let again = jobq
+            .defer_job(job())
+            .queueing_lock("order-1")
+            .run_blocking(&mut *conn);
+        assert!(matches!(again, Err(Error::AlreadyEnqueued { .. })));
+        diesel::sql_query("INSERT INTO orders VALUES (2)")
+            .execute(conn)
+            .expect("still usable");
+        Ok(())
+    })
+    .unwrap();
+    let rolled_back: Result<(), BoxError> = conn.transaction(|conn| {
+        jobq.defer_job(job()).run_blocking(&mut *conn)?;
+        Err("roll back".into())
+    });
+    assert!(rolled_back.is_err());
+    let jobs = jobq
+        .list(&JobFilter::default())
+        .run_blocking(&mut conn)
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "the committed job only");
+}
+
+/// An exhausted pool reports a timeout the caller can act on.
+#[test]
+fn an_exhausted_pool_times_out() {
+    let db = jobq_tempdb::database();
+    let pool = diesel::r2d2::Pool::builder()
+        .max_size(1)
+        .connection_timeout(std::time::Duration::from_millis(300))
+        .build(diesel::r2d2::ConnectionManager::<PgConnection>::new(
+            db.url(),
+        ))
+        .unwrap();
+    let _held = pool.get().unwrap();
+    let err = Jobq::default()
+        .status(JobId(1))
+        .run_blocking(&pool)
+        .unwrap_err();
+    assert_eq!(
+        err.connector_kind(),
+        Some(jobq_core::ErrorKind::PoolTimeout),
+        "{err}"
+    );
+}
