@@ -32,7 +32,9 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> Result<(), BoxError> {
-    let configured = ["DATABASE_URL", "JOBQ_DATABASE_URL"].iter().find_map(|k| std::env::var(k).ok());
+    let configured = ["DATABASE_URL", "JOBQ_DATABASE_URL"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok());
     let (url, _throwaway) = match configured {
         Some(url) => {
             println!("Using the database in DATABASE_URL, in a schema of its own (jobq_demo).");
@@ -47,14 +49,19 @@ async fn run() -> Result<(), BoxError> {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let exists: bool = client
-        .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'jobq_demo')", &[])
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'jobq_demo')",
+            &[],
+        )
         .await?
         .get(0);
     if exists {
         return Err("schema jobq_demo already exists; drop it first (the demo never touches data it did not make)".into());
     }
     let result = demo(&url, &client).await;
-    client.batch_execute("DROP SCHEMA IF EXISTS jobq_demo CASCADE").await?;
+    client
+        .batch_execute("DROP SCHEMA IF EXISTS jobq_demo CASCADE")
+        .await?;
     println!("\nDropped the demo's schema jobq_demo.");
     result
 }
@@ -68,12 +75,27 @@ async fn demo(url: &str, client: &tokio_postgres::Client) -> Result<(), BoxError
                 id bigint PRIMARY KEY, adapter text NOT NULL, item text NOT NULL, processed_at timestamptz)",
         )
         .await?;
-    println!("Applied the jobq schema (version {}) and created an orders table.\n", jobq.required_version());
+    println!(
+        "Applied the jobq schema (version {}) and created an orders table.\n",
+        jobq.required_version()
+    );
 
     let mut stories = Vec::new();
-    stories.push(("tokio-postgres", adapters::tokio_postgres::story(url, &jobq, 1, BULK).await?));
+    stories.push((
+        "tokio-postgres",
+        adapters::tokio_postgres::story(url, &jobq, 1, BULK).await?,
+    ));
     let (u, j) = (url.to_owned(), jobq.clone());
-    stories.push(("postgres", tokio::task::spawn_blocking(move || adapters::postgres::story(&u, &j, 2, BULK)).await??));
+    stories.push((
+        "postgres",
+        tokio::task::spawn_blocking(move || adapters::postgres::story(&u, &j, 2, BULK)).await??,
+    ));
+    stories.push(("sqlx", adapters::sqlx::story(url, &jobq, 3, BULK).await?));
+    let (u, j) = (url.to_owned(), jobq.clone());
+    stories.push((
+        "diesel",
+        tokio::task::spawn_blocking(move || adapters::diesel::story(&u, &j, 4, BULK)).await??,
+    ));
     for (adapter, story) in &stories {
         println!("{adapter}:");
         for line in &story.lines {
@@ -81,7 +103,13 @@ async fn demo(url: &str, client: &tokio_postgres::Client) -> Result<(), BoxError
         }
     }
 
-    let total: i64 = client.query_one("SELECT count(*) FROM jobq_demo.jobs WHERE status = 'todo'", &[]).await?.get(0);
+    let total: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobq_demo.jobs WHERE status = 'todo'",
+            &[],
+        )
+        .await?
+        .get(0);
     println!("\nStarting a worker for {total} waiting jobs…");
     let orders = jobq_tokio_postgres::pool(url, 4)?;
     let worker = Worker::builder(jobq.clone(), PoolExecutor::connect(url, 4)?)
@@ -92,9 +120,15 @@ async fn demo(url: &str, client: &tokio_postgres::Client) -> Result<(), BoxError
         .task(move |order: ProcessOrder, _ctx: JobContext| {
             let orders = orders.clone();
             async move {
-                let db = orders.get().await.map_err(|e| jobq_core::worker::JobError::new(e.to_string()))?;
-                db.execute("UPDATE jobq_demo.orders SET processed_at = now() WHERE id = $1", &[&order.order_id])
-                    .await?;
+                let db = orders
+                    .get()
+                    .await
+                    .map_err(|e| jobq_core::worker::JobError::new(e.to_string()))?;
+                db.execute(
+                    "UPDATE jobq_demo.orders SET processed_at = now() WHERE id = $1",
+                    &[&order.order_id],
+                )
+                .await?;
                 Ok(())
             }
         })
@@ -105,10 +139,15 @@ async fn demo(url: &str, client: &tokio_postgres::Client) -> Result<(), BoxError
     let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
 
     let bar = ProgressBar::new(u64::try_from(total).unwrap_or(0));
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} jobs ({per_sec})")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} jobs ({per_sec})",
+    )?);
     loop {
         let waiting: i64 = client
-            .query_one("SELECT count(*) FROM jobq_demo.jobs WHERE status IN ('todo', 'doing')", &[])
+            .query_one(
+                "SELECT count(*) FROM jobq_demo.jobs WHERE status IN ('todo', 'doing')",
+                &[],
+            )
             .await?
             .get(0);
         bar.set_position(u64::try_from(total - waiting).unwrap_or(0));
@@ -130,15 +169,26 @@ async fn demo(url: &str, client: &tokio_postgres::Client) -> Result<(), BoxError
         )
         .await?;
     let mut table = Table::new();
-    table.load_preset(UTF8_BORDERS_ONLY).set_header(vec!["adapter", "task", "status", "jobs"]);
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(vec!["adapter", "task", "status", "jobs"]);
     for row in rows {
-        let (adapter, task, status, count): (String, String, String, i64) = (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (adapter, task, status, count): (String, String, String, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
         table.add_row(vec![adapter, task, status, count.to_string()]);
     }
     println!("\n{table}");
-    let processed: i64 =
-        client.query_one("SELECT count(*) FROM jobq_demo.orders WHERE processed_at IS NOT NULL", &[]).await?.get(0);
-    let orders: i64 = client.query_one("SELECT count(*) FROM jobq_demo.orders", &[]).await?.get(0);
+    let processed: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobq_demo.orders WHERE processed_at IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    let orders: i64 = client
+        .query_one("SELECT count(*) FROM jobq_demo.orders", &[])
+        .await?
+        .get(0);
     println!(
         "{processed} of {orders} orders processed; {total} jobs in {:.2} s = {:.0} jobs/s on one worker.",
         elapsed.as_secs_f64(),

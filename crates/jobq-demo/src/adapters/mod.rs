@@ -1,6 +1,8 @@
 //! The same story told through each driver: what differs is only how each one holds a transaction.
 
+pub(crate) mod diesel;
 pub(crate) mod postgres;
+pub(crate) mod sqlx;
 pub(crate) mod tokio_postgres;
 
 use jobq_core::{JobOptions, NewJob, Task};
@@ -41,7 +43,10 @@ pub(crate) fn order_id(adapter_index: i64, n: i64) -> i64 {
 
 /// `count` bulk jobs for `adapter`.
 pub(crate) fn tallies(adapter: &str, count: usize) -> Vec<NewJob> {
-    let job = NewJob::from_task(&Tally { adapter: adapter.to_owned() }).expect("serializable");
+    let job = NewJob::from_task(&Tally {
+        adapter: adapter.to_owned(),
+    })
+    .expect("serializable");
     vec![job; count]
 }
 

@@ -7,11 +7,19 @@ use jobq_postgres::prelude::*;
 
 const NAME: &str = "postgres";
 
-pub(crate) fn story(url: &str, jobq: &Jobq, index: i64, bulk: usize) -> Result<Story, Box<dyn std::error::Error + Send + Sync>> {
+pub(crate) fn story(
+    url: &str,
+    jobq: &Jobq,
+    index: i64,
+    bulk: usize,
+) -> Result<Story, Box<dyn std::error::Error + Send + Sync>> {
     let mut client = postgres::Client::connect(url, postgres::NoTls)?;
     let mut story = Story::default();
     let insert = "INSERT INTO jobq_demo.orders (id, adapter, item) VALUES ($1, $2, $3)";
-    let order = |n| ProcessOrder { adapter: NAME.into(), order_id: order_id(index, n) };
+    let order = |n| ProcessOrder {
+        adapter: NAME.into(),
+        order_id: order_id(index, n),
+    };
 
     let mut tx = client.transaction()?;
     let mut ids = Vec::new();
@@ -31,7 +39,9 @@ pub(crate) fn story(url: &str, jobq: &Jobq, index: i64, bulk: usize) -> Result<S
     let mut tx = client.transaction()?;
     match jobq.defer(&order(1)).run_blocking(&mut tx) {
         Err(Error::AlreadyEnqueued { queueing_lock }) => {
-            story.say(format!("queueing lock {queueing_lock:?} taken: refused, transaction still usable"));
+            story.say(format!(
+                "queueing lock {queueing_lock:?} taken: refused, transaction still usable"
+            ));
         }
         other => return Err(format!("expected a queueing-lock conflict, got {other:?}").into()),
     }
@@ -42,12 +52,19 @@ pub(crate) fn story(url: &str, jobq: &Jobq, index: i64, bulk: usize) -> Result<S
 
     let mut tx = client.transaction()?;
     jobq.cancel(ids[2]).run_blocking(&mut tx)?;
-    tx.execute("DELETE FROM jobq_demo.orders WHERE id = $1", &[&order_id(index, 3)])?;
+    tx.execute(
+        "DELETE FROM jobq_demo.orders WHERE id = $1",
+        &[&order_id(index, 3)],
+    )?;
     tx.commit()?;
-    story.say(format!("cancelled job {} together with deleting order 3", ids[2]));
+    story.say(format!(
+        "cancelled job {} together with deleting order 3",
+        ids[2]
+    ));
 
     let mut tx = client.transaction()?;
-    jobq.defer_batch(tallies(NAME, bulk)).run_blocking(&mut tx)?;
+    jobq.defer_batch(tallies(NAME, bulk))
+        .run_blocking(&mut tx)?;
     tx.commit()?;
     story.say(format!("batch-deferred {bulk} tally jobs"));
     Ok(story)
