@@ -22,11 +22,19 @@ lint:
 
 # Print the schema SQL that `migrate` applies.
 schema-sql:
-    cargo run -q -p jobq-core --example schema_sql
+    cargo run -q -p jobq-cli -- schema sql
 
-# Run the example: defer and read back a job on a throwaway PostgreSQL.
+# Run the demo: all four drivers and a worker, on a throwaway PostgreSQL.
 demo:
-    cargo run -p jobq-tokio-postgres --example quickstart
+    cargo run -p jobq-demo
+
+# The jobq command line, e.g. `just jobq queues`.
+jobq *ARGS:
+    cargo run -q -p jobq-cli -- {{ARGS}}
+
+# The fault tests with a 100,000-job soak.
+soak:
+    JOBQ_SOAK_JOBS=100000 cargo test -p jobq-tests --release -- --nocapture
 
 # Look for repeated code.
 duplicates:
