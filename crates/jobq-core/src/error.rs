@@ -117,6 +117,19 @@ impl ConnectorError {
         self
     }
 
+    /// The error for a row that is not one non-null text column, which every jobq statement returns.
+    pub fn unexpected_row(
+        connector: &'static str,
+        source: impl Into<Source> + fmt::Display,
+    ) -> Self {
+        Self::new(
+            connector,
+            ErrorKind::Protocol,
+            format!("jobq expected one non-null text column: {source}"),
+        )
+        .with_source(source)
+    }
+
     /// The error for a connection this connector cannot use, raised before any SQL is sent.
     pub fn unsupported(connector: &'static str, given: impl fmt::Display) -> Self {
         Self::new(

@@ -57,6 +57,11 @@ pub enum Direct {}
 /// `Via` is a marker type owned by the adapter crate, which is what lets an adapter implement this trait for
 /// its driver's types despite the orphan rule. A conversion may refuse a connection it cannot use at run
 /// time, with [`ConnectorError`] of kind [`Unsupported`](crate::ErrorKind::Unsupported), before any SQL is sent.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a connection, transaction or pool jobq can run on",
+    note = "pass your driver's connection, transaction or pool, and import the adapter crate's prelude \
+            (e.g. `use jobq_sqlx::prelude::*;`)"
+)]
 pub trait IntoAsyncExecutor<Via> {
     /// The executor this turns into.
     type Executor: AsyncExecutor;
@@ -65,6 +70,11 @@ pub trait IntoAsyncExecutor<Via> {
 }
 
 /// The blocking twin of [`IntoAsyncExecutor`], for the sync drivers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a connection, transaction or pool jobq can run on",
+    note = "pass your driver's connection, transaction or pool, and import the adapter crate's prelude \
+            (e.g. `use jobq_sqlx::prelude::*;`)"
+)]
 pub trait IntoBlockingExecutor<Via> {
     /// The executor this turns into.
     type Executor: BlockingExecutor;

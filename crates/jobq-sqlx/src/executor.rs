@@ -53,14 +53,8 @@ where
     let rows = query.fetch_all(executor).await.map_err(connector_error)?;
     rows.iter()
         .map(|row| {
-            row.try_get::<String, _>(0).map_err(|e| {
-                ConnectorError::new(
-                    CONNECTOR,
-                    ErrorKind::Protocol,
-                    format!("jobq expected one non-null text column: {e}"),
-                )
-                .with_source(e)
-            })
+            row.try_get::<String, _>(0)
+                .map_err(|e| ConnectorError::unexpected_row(CONNECTOR, e))
         })
         .collect()
 }

@@ -41,14 +41,8 @@ pub(crate) async fn query<C: GenericClient + Sync + ?Sized>(
 pub(crate) fn read_rows(rows: &[Row]) -> Result<Vec<String>, ConnectorError> {
     rows.iter()
         .map(|row| {
-            row.try_get::<_, String>(0).map_err(|e| {
-                ConnectorError::new(
-                    CONNECTOR,
-                    ErrorKind::Protocol,
-                    format!("jobq expected one non-null text column: {e}"),
-                )
-                .with_source(e)
-            })
+            row.try_get::<_, String>(0)
+                .map_err(|e| ConnectorError::unexpected_row(CONNECTOR, e))
         })
         .collect()
 }
