@@ -1,6 +1,7 @@
 //! The conformance suite through diesel: the caller's `PgConnection` with transactions opened by diesel's
 //! own transaction manager (as `conn.transaction(..)` does), and an r2d2 pool. diesel is blocking, so every
-//! call runs on tokio's blocking threads.
+//! call runs on tokio's blocking threads. Plain blocking use through `conn.transaction(|conn| …)` itself is
+//! in `smoke.rs`.
 
 use diesel::connection::{AnsiTransactionManager, TransactionManager};
 use diesel::sql_types::Text;
@@ -102,67 +103,3 @@ impl jobq_testkit::WorkerHarness for DieselHarness {
 
 jobq_testkit::conformance_tests!(DieselHarness);
 jobq_testkit::worker_tests!(DieselHarness);
-
-/// The headline path: inside `conn.transaction(..)`, a conflict leaves the transaction usable.
-#[test]
-fn inside_conn_transaction_the_outbox_holds() {
-    let db = jobq_tempdb::database();
-    let mut conn = PgConnection::establish(db.url()).unwrap();
-    diesel::sql_query("CREATE TABLE orders (id bigint PRIMARY KEY)")
-        .execute(&mut conn)
-        .unwrap();
-    let jobq = Jobq::default();
-    let job = || NewJob::new("process_order", serde_json::json!({"order_id": 1}));
-    type BoxError = Box<dyn std::error::Error + Send + Sync>;
-    conn.transaction::<_, BoxError, _>(|conn| {
-        diesel::sql_query("INSERT INTO orders VALUES (1)")
-            .execute(conn)
-            .unwrap();
-        jobq.defer_job(job())
-            .queueing_lock("order-1")
-            .run_blocking(&mut *conn)?;
-        let again = jobq
-            .defer_job(job())
-            .queueing_lock("order-1")
-            .run_blocking(&mut *conn);
-        assert!(matches!(again, Err(Error::AlreadyEnqueued { .. })));
-        diesel::sql_query("INSERT INTO orders VALUES (2)")
-            .execute(conn)
-            .expect("still usable");
-        Ok(())
-    })
-    .unwrap();
-    let rolled_back: Result<(), BoxError> = conn.transaction(|conn| {
-        jobq.defer_job(job()).run_blocking(&mut *conn)?;
-        Err("roll back".into())
-    });
-    assert!(rolled_back.is_err());
-    let jobs = jobq
-        .list(&JobFilter::default())
-        .run_blocking(&mut conn)
-        .unwrap();
-    assert_eq!(jobs.len(), 1, "the committed job only");
-}
-
-/// An exhausted pool reports a timeout the caller can act on.
-#[test]
-fn an_exhausted_pool_times_out() {
-    let db = jobq_tempdb::database();
-    let pool = diesel::r2d2::Pool::builder()
-        .max_size(1)
-        .connection_timeout(std::time::Duration::from_millis(300))
-        .build(diesel::r2d2::ConnectionManager::<PgConnection>::new(
-            db.url(),
-        ))
-        .unwrap();
-    let _held = pool.get().unwrap();
-    let err = Jobq::default()
-        .status(JobId(1))
-        .run_blocking(&pool)
-        .unwrap_err();
-    assert_eq!(
-        err.connector_kind(),
-        Some(jobq_core::ErrorKind::PoolTimeout),
-        "{err}"
-    );
-}
