@@ -1,127 +1,268 @@
-//! `cargo run --release -p jobq-bench [-- --quick] [--json FILE]`: measures jobq's figures as ratios taken in
-//! one run on this machine. Nothing here asserts a timing; it reports.
-//!
-//! This first version measures the tokio-postgres figures and the worker; the other adapters' figures and
-//! `fetch_flatness_ratio` / `worker_rss_mib` are listed as not measured yet.
+//! `cargo run --release -p jobq-bench [-- --quick] [--json FILE]`: measures jobq's figures on this machine and
+//! holds them against the design's targets. It starts a throwaway PostgreSQL unless `DATABASE_URL` (or
+//! `JOBQ_DATABASE_URL`) names a server, and gives every figure group a fresh database. Nothing here asserts
+//! a timing: it reports, and `docs/benchmarks.md` explains the method and the results.
 
 mod defer;
+mod flatness;
+mod latency;
+mod queue;
+mod report;
+mod rss;
 mod worker;
 
-use clap::Parser;
-use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use indicatif::ProgressBar;
-use serde::Serialize;
+use clap::{Parser, Subcommand};
+use queue::WorkerConfig;
+use report::Report;
+use std::path::PathBuf;
 use std::process::ExitCode;
-
-/// jobq's benchmarks.
-#[derive(Debug, Parser)]
-struct Args {
-    /// A shorter run (about a minute).
-    #[arg(long)]
-    quick: bool,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<std::path::PathBuf>,
-}
-
-/// One measured figure.
-#[derive(Debug, Serialize)]
-pub(crate) struct Figure {
-    name: String,
-    value: f64,
-    unit: &'static str,
-    #[serde(skip)]
-    target: &'static str,
-    #[serde(skip)]
-    note: String,
-}
-
-pub(crate) fn figure(
-    name: impl Into<String>,
-    value: f64,
-    unit: &'static str,
-    target: &'static str,
-    note: impl Into<String>,
-) -> Figure {
-    Figure {
-        name: name.into(),
-        value,
-        unit,
-        target,
-        note: note.into(),
-    }
-}
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    match run(Args::parse()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            let mut message = e.to_string();
-            let mut source = e.source();
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
+/// jobq's benchmarks.
+#[derive(Debug, Parser)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    args: Args,
+}
+
+#[derive(Debug, clap::Args)]
+struct Args {
+    /// A shorter run (about two minutes on a 2-core machine): fewer jobs, samples and finished rows.
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures to this file as `{"figures": [{"name", "value", "unit"}, …]}`.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Jobs a worker runs at once (the throughput, flatness and latency figures; RSS always uses 100).
+    #[arg(long, default_value_t = 100)]
+    concurrency: usize,
+    /// The most jobs a worker fetches in one statement.
+    #[arg(long, default_value_t = 200)]
+    fetch_batch: usize,
+    /// Connections in a worker's pool.
+    #[arg(long, default_value_t = 8)]
+    pool: usize,
+    /// Measure only these figure groups (repeatable); all by default.
+    #[arg(long, value_enum, value_name = "GROUP")]
+    only: Vec<Group>,
+}
+
+/// The figure groups, for `--only`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Group {
+    /// defer_external, defer_external_ratio, defer_pool and batch_defer for every adapter.
+    Defer,
+    /// worker_throughput and worker_vs_raw_sql_ratio.
+    Worker,
+    /// fetch_flatness_ratio.
+    Flatness,
+    /// latency_p50_ms and latency_p99_ms.
+    Latency,
+    /// worker_rss_mib.
+    Rss,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs only a worker (for `worker_rss_mib`).
+    #[command(hide = true)]
+    WorkerProcess(rss::WorkerProcess),
+}
+
+/// How much work each figure does: `--quick` or the full run.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    quick: bool,
+    defer_rounds: usize,
+    defer_per_round: usize,
+    defer_pool: usize,
+    batches: usize,
+    worker_jobs: usize,
+    worker_rounds: usize,
+    finished_rows: u64,
+    flatness_reps: usize,
+    latency_samples: usize,
+    rss_jobs: usize,
+    worker: WorkerConfig,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Self {
+        let worker = WorkerConfig {
+            concurrency: args.concurrency,
+            fetch_batch: args.fetch_batch,
+            pool: args.pool,
+        };
+        if args.quick {
+            Self {
+                quick: true,
+                defer_rounds: 10,
+                defer_per_round: 100,
+                defer_pool: 1_000,
+                batches: 20,
+                worker_jobs: 20_000,
+                worker_rounds: 2,
+                finished_rows: 1_000_000,
+                flatness_reps: 30,
+                latency_samples: 200,
+                rss_jobs: 20_000,
+                worker,
             }
-            eprintln!("jobq-bench: {message}");
+        } else {
+            Self {
+                quick: false,
+                defer_rounds: 20,
+                defer_per_round: 250,
+                defer_pool: 5_000,
+                batches: 100,
+                worker_jobs: 100_000,
+                worker_rounds: 2,
+                finished_rows: 5_000_000,
+                flatness_reps: 50,
+                latency_samples: 1_000,
+                rss_jobs: 100_000,
+                worker,
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::WorkerProcess(args)) => rss::worker_process(args).map(|()| true),
+        None => bench(&cli.args),
+    };
+    match outcome {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("jobq-bench: {}", report::chain(&*e));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(args: Args) -> Result<(), BoxError> {
-    let scale = if args.quick { 1 } else { 5 };
-    let progress = ProgressBar::new(4);
-    let fresh = || async { jobq_tempdb::try_database(true) };
-    let mut figures = Vec::new();
-    progress.set_message("defer, tokio-postgres");
-    figures.extend(defer::tokio_postgres(fresh().await?.url(), 2_000 * scale).await?);
-    progress.inc(1);
-    figures.extend(defer::batch(fresh().await?.url(), 20 * scale).await?);
-    progress.inc(1);
-    figures.extend(worker::throughput(fresh().await?.url(), 20_000 * scale).await?);
-    progress.inc(1);
-    figures
-        .extend(worker::latency(fresh().await?.url(), if args.quick { 200 } else { 1_000 }).await?);
-    progress.inc(1);
-    progress.finish_and_clear();
+/// Runs every figure group; returns whether all were measured.
+fn bench(args: &Args) -> Result<bool, BoxError> {
+    let plan = Plan::new(args);
+    let runs = |group| args.only.is_empty() || args.only.contains(&group);
+    let steps = [
+        (Group::Defer, 4),
+        (Group::Worker, 1),
+        (Group::Flatness, 1),
+        (Group::Latency, 1),
+        (Group::Rss, 1),
+    ]
+    .iter()
+    .filter(|(g, _)| runs(*g))
+    .map(|(_, n)| n)
+    .sum::<u64>();
+    let mut report = Report::new(steps);
+    report.detail("starting PostgreSQL".into());
+    let machine = machine()?;
 
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_header(vec!["figure", "value", "unit", "target", "note"]);
-    for f in &figures {
-        table.add_row(vec![
-            f.name.clone(),
-            format!("{:.2}", f.value),
-            f.unit.to_owned(),
-            f.target.to_owned(),
-            f.note.clone(),
-        ]);
+    // The deferral loops block on their driver (the sync ones must not run on an async runtime).
+    macro_rules! defer_figures {
+        ($driver:ty) => {{
+            use defer::Driver;
+            let name = <$driver>::NAME;
+            report.step(&format!("deferral figures, {name}"));
+            let figures =
+                fresh().and_then(|db| defer::measure::<$driver>(db.url(), &plan, &report));
+            report.finish_step(&format!("defer_*.{name}, batch_defer.{name}"), figures);
+        }};
     }
-    for missing in [
-        "defer_external.{postgres,sqlx,diesel}",
-        "defer_pool.{postgres,sqlx,diesel}",
-        "batch_defer.{postgres,sqlx,diesel}",
+    if runs(Group::Defer) {
+        defer_figures!(defer::SyncPostgres);
+        defer_figures!(defer::TokioPostgres);
+        defer_figures!(defer::Sqlx);
+        defer_figures!(defer::Diesel);
+    }
+
+    // The worker figures run on a multi-threaded runtime, as a worker application does.
+    let runtime = tokio::runtime::Runtime::new()?;
+    macro_rules! worker_figures {
+        ($group:expr, $what:expr, $names:expr, $measure:path) => {{
+            if runs($group) {
+                report.step($what);
+                let figures =
+                    fresh().and_then(|db| runtime.block_on($measure(db.url(), &plan, &report)));
+                report.finish_step($names, figures);
+            }
+        }};
+    }
+    worker_figures!(
+        Group::Worker,
+        "worker throughput and the raw SQL loop",
+        "worker_throughput, worker_vs_raw_sql_ratio",
+        worker::throughput
+    );
+    worker_figures!(
+        Group::Flatness,
+        "fetch with finished jobs in the table",
         "fetch_flatness_ratio",
+        flatness::measure
+    );
+    worker_figures!(
+        Group::Latency,
+        "commit-to-start latency",
+        "latency_p50_ms, latency_p99_ms",
+        latency::measure
+    );
+    worker_figures!(
+        Group::Rss,
+        "worker process memory",
         "worker_rss_mib",
-    ] {
-        table.add_row(vec![
-            missing.to_owned(),
-            "-".into(),
-            String::new(),
-            String::new(),
-            "not measured yet".into(),
-        ]);
-    }
-    println!("{table}");
-    if let Some(path) = args.json {
-        std::fs::write(
-            path,
-            serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))?,
-        )?;
-    }
-    Ok(())
+        rss::measure
+    );
+
+    let complete = report.complete();
+    let kind = if plan.quick { "quick run" } else { "full run" };
+    report.finish(
+        &format!("jobq-bench, {kind}: {machine}"),
+        args.json.as_deref(),
+    )?;
+    Ok(complete)
+}
+
+/// A fresh migrated database on the throwaway server (or the one `DATABASE_URL` names).
+fn fresh() -> Result<jobq_tempdb::TestDatabase, BoxError> {
+    Ok(jobq_tempdb::try_database(true)?)
+}
+
+/// The machine and server the figures come from, for the table's title.
+fn machine() -> Result<String, BoxError> {
+    let db = fresh()?;
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls)?;
+    let mut setting = |name: &str| -> Result<String, BoxError> {
+        Ok(client.query_one(&format!("SHOW {name}"), &[])?.get(0))
+    };
+    let (version, fsync) = (setting("server_version")?, setting("fsync")?);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines().find_map(|l| {
+                l.strip_prefix("model name")?
+                    .split_once(':')
+                    .map(|(_, m)| m.trim().to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let server = if std::env::var_os("JOBQ_DATABASE_URL")
+        .or_else(|| std::env::var_os("DATABASE_URL"))
+        .is_some()
+    {
+        "the server DATABASE_URL names"
+    } else {
+        "throwaway server"
+    };
+    Ok(format!(
+        "{cores} cores ({cpu}), PostgreSQL {version} ({server}, fsync {fsync})"
+    ))
 }

@@ -1,154 +1,139 @@
-//! Worker figures: throughput against a raw batched SQL loop, and commit-to-start latency.
+//! `worker_throughput` and `worker_vs_raw_sql_ratio`: one worker draining queued no-op jobs, against a
+//! hand-written loop of batched `FOR UPDATE SKIP LOCKED` fetches and batched completions on the same data.
 
-use crate::{BoxError, Figure, figure};
-use jobq_core::worker::{JobContext, Worker};
-use jobq_tokio_postgres::prelude::*;
-use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use crate::queue::{self, Noop};
+use crate::report::{Figure, Report, Target, number};
+use crate::{BoxError, Plan};
+use jobq_core::worker::JobContext;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Serialize, Deserialize)]
-struct Noop {}
+/// Takes up to `$1` due jobs, highest priority first, and marks them running for worker `$2`.
+const RAW_FETCH: &str =
+    "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
+        worker_id = $2
+    WHERE id = ANY (ARRAY(
+        SELECT id FROM jobq.jobs WHERE status = 'todo' AND scheduled_at <= now()
+        ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
+    RETURNING id";
 
-impl Task for Noop {
-    const NAME: &'static str = "noop";
-}
+/// Ends a batch of jobs as succeeded.
+const RAW_COMPLETE: &str =
+    "UPDATE jobq.jobs SET status = 'succeeded', finished_at = now(), worker_id = NULL
+    WHERE id = ANY ($1)";
 
-const BATCH: usize = 200;
-
-async fn connect(url: &str) -> Result<tokio_postgres::Client, BoxError> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-async fn fill(url: &str, n: usize) -> Result<(), BoxError> {
-    let client = connect(url).await?;
-    let sql = format!(
-        "INSERT INTO jobq.jobs (task, args) SELECT 'noop', '{{}}' FROM generate_series(1, {n}); ANALYZE jobq.jobs"
-    );
-    client.batch_execute(&sql).await?;
-    Ok(())
-}
-
-async fn waiting(client: &tokio_postgres::Client) -> Result<i64, BoxError> {
-    Ok(client
-        .query_one(
-            "SELECT count(*) FROM jobq.jobs WHERE status IN ('todo', 'doing')",
-            &[],
-        )
-        .await?
-        .get(0))
-}
-
-/// `worker_throughput` and `worker_vs_raw_sql_ratio`, on the same number of queued no-op jobs.
-pub(crate) async fn throughput(url: &str, n: usize) -> Result<Vec<Figure>, BoxError> {
-    fill(url, n).await?;
-    let observer = connect(url).await?;
-    let worker = Worker::builder(Jobq::default(), PoolExecutor::connect(url, 8)?)
-        .concurrency(100)
-        .fetch_batch(BATCH)
-        .task(|_: Noop, _ctx: JobContext| async { Ok(()) })
-        .build();
-    let stop = CancellationToken::new();
-    let start = Instant::now();
-    let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-    while waiting(&observer).await? > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let worker_rate = n as f64 / start.elapsed().as_secs_f64();
-    stop.cancel();
-    handle.await??;
-
-    // The same work by hand: batched SKIP LOCKED fetch, then one completing UPDATE per batch.
-    observer.batch_execute("DELETE FROM jobq.jobs").await?;
-    fill(url, n).await?;
-    let fetch = format!(
-        "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now() WHERE id = ANY(ARRAY(
-            SELECT id FROM jobq.jobs WHERE status = 'todo' ORDER BY priority DESC, id LIMIT {BATCH}
-            FOR UPDATE SKIP LOCKED)) RETURNING id"
-    );
-    let complete =
-        "UPDATE jobq.jobs SET status = 'succeeded', finished_at = now() WHERE id = ANY($1)";
-    let start = Instant::now();
-    loop {
-        let ids: Vec<i64> = observer
-            .query(&fetch, &[])
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if ids.is_empty() {
-            break;
+/// Both figures, alternating the worker and the raw loop in rounds on freshly filled queues.
+pub(crate) async fn throughput(
+    url: &str,
+    plan: &Plan,
+    report: &Report,
+) -> Result<Vec<Figure>, BoxError> {
+    let client = queue::connect(url).await?;
+    let n = plan.worker_jobs;
+    let (mut worker_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..plan.worker_rounds {
+        let rounds = plan.worker_rounds;
+        for raw in if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        } {
+            queue::reset(&client).await?;
+            queue::fill(&client, n).await?;
+            if raw {
+                report.detail(format!(
+                    "raw SKIP LOCKED loop: {n} jobs, round {}/{rounds}",
+                    round + 1
+                ));
+                raw_time += raw_loop(&client, plan.worker.fetch_batch).await?;
+            } else {
+                report.detail(format!(
+                    "worker draining {n} jobs, round {}/{rounds}",
+                    round + 1
+                ));
+                worker_time += drain(url, plan, &client, n).await?;
+            }
         }
-        observer.execute(complete, &[&ids]).await?;
     }
-    let raw_rate = n as f64 / start.elapsed().as_secs_f64();
+    let total = (n * plan.worker_rounds) as f64;
+    let (worker_rate, raw_rate) = (
+        total / worker_time.as_secs_f64(),
+        total / raw_time.as_secs_f64(),
+    );
+    let quick = if plan.quick {
+        " (quick: fewer jobs)"
+    } else {
+        ""
+    };
     Ok(vec![
-        figure(
-            "worker_throughput",
-            worker_rate,
-            "jobs/s",
-            ">= 20000",
-            format!("tokio-postgres pool of 8, concurrency 100, batch {BATCH}, {n} jobs"),
-        ),
-        figure(
-            "worker_vs_raw_sql_ratio",
-            worker_rate / raw_rate,
-            "ratio",
-            ">= 0.5",
-            format!("raw loop: {raw_rate:.0} jobs/s"),
-        ),
+        Figure::new("worker_throughput", worker_rate, "jobs/s")
+            .target(Target::AtLeast(20_000.0))
+            .note(format!(
+                "{}; {} rounds of {n} no-op jobs{quick}",
+                plan.worker.describe(),
+                plan.worker_rounds
+            )),
+        Figure::new("worker_vs_raw_sql_ratio", worker_rate / raw_rate, "ratio")
+            .target(Target::AtLeast(0.5))
+            .note(format!(
+                "raw loop, one connection, batches of {}: {} jobs/s",
+                plan.worker.fetch_batch,
+                number(raw_rate)
+            )),
     ])
 }
 
-/// `latency_p50_ms` and `latency_p99_ms`: from a defer's COMMIT to its handler starting, idle worker.
-pub(crate) async fn latency(url: &str, samples: usize) -> Result<Vec<Figure>, BoxError> {
-    let started: Arc<Mutex<Option<Instant>>> = Arc::default();
-    let seen = started.clone();
-    let worker = Worker::builder(Jobq::default(), PoolExecutor::connect(url, 4)?)
-        .poll_interval(Duration::from_secs(10))
-        .task(move |_: Noop, _ctx: JobContext| {
-            let seen = seen.clone();
-            async move {
-                *seen.lock().unwrap() = Some(Instant::now());
-                Ok(())
+/// Starts a worker on `n` queued jobs and times it until every one is ended in the database.
+async fn drain(
+    url: &str,
+    plan: &Plan,
+    client: &tokio_postgres::Client,
+    n: usize,
+) -> Result<Duration, BoxError> {
+    let ran = Arc::new(AtomicUsize::new(0));
+    let all_ran = Arc::new(Notify::new());
+    let (counter, done) = (ran.clone(), all_ran.clone());
+    let worker = plan
+        .worker
+        .builder(url)?
+        .task(move |_: Noop, _: JobContext| {
+            if counter.fetch_add(1, Ordering::Relaxed) + 1 == n {
+                done.notify_one();
             }
+            async { Ok(()) }
         })
         .build();
     let stop = CancellationToken::new();
-    let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut client = connect(url).await?;
-    let jobq = Jobq::default();
-    let mut millis = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        *started.lock().unwrap() = None;
-        let tx = client.transaction().await?;
-        jobq.defer(&Noop {}).run(&tx).await?;
-        tx.commit().await?;
-        let committed = Instant::now();
-        let begun = loop {
-            if let Some(at) = *started.lock().unwrap() {
-                break at;
-            }
-            tokio::time::sleep(Duration::from_micros(200)).await;
-        };
-        millis.push(begun.saturating_duration_since(committed).as_secs_f64() * 1_000.0);
-    }
+    let start = Instant::now();
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    // Only poll the database once every handler ran, so the polling does not compete with the worker.
+    all_ran.notified().await;
+    queue::drained(client).await?;
+    let took = start.elapsed();
     stop.cancel();
-    handle.await??;
-    millis.sort_by(f64::total_cmp);
-    let at = |q: f64| millis[((millis.len() as f64 - 1.0) * q).round() as usize];
-    Ok(vec![
-        figure(
-            "latency_p50_ms",
-            at(0.5),
-            "ms",
-            "<= 5",
-            format!("{samples} samples, LISTEN/NOTIFY"),
-        ),
-        figure("latency_p99_ms", at(0.99), "ms", "<= 25", ""),
-    ])
+    running.await??;
+    Ok(took)
+}
+
+/// Drains the queue by hand on one connection: fetch a batch, complete it, until nothing is left.
+async fn raw_loop(client: &tokio_postgres::Client, batch: usize) -> Result<Duration, BoxError> {
+    let fetch = client.prepare(RAW_FETCH).await?;
+    let complete = client.prepare(RAW_COMPLETE).await?;
+    let limit = i64::try_from(batch)?;
+    let start = Instant::now();
+    loop {
+        let ids: Vec<i64> = client
+            .query(&fetch, &[&limit, &0_i64])
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        if ids.is_empty() {
+            return Ok(start.elapsed());
+        }
+        client.execute(&complete, &[&ids]).await?;
+    }
 }

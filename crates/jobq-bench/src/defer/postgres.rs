@@ -1,0 +1,58 @@
+//! The deferral loops on the sync postgres crate: a `Client` and its `Transaction`, and the adapter's r2d2
+//! pool.
+
+use super::{Driver, ORDER, POOL, RAW_JOB};
+use crate::BoxError;
+use jobq_postgres::prelude::*;
+use postgres::{Client, NoTls, Statement, types::Type};
+use serde_json::Value;
+
+/// postgres, with the raw statements prepared once, as a careful user would.
+pub(crate) struct SyncPostgres {
+    client: Client,
+    order: Statement,
+    raw: Statement,
+    pool: PoolExecutor,
+}
+
+impl Driver for SyncPostgres {
+    const NAME: &'static str = "postgres";
+
+    fn connect(url: &str) -> Result<Self, BoxError> {
+        let mut client = Client::connect(url, NoTls)?;
+        let order = client.prepare_typed(ORDER, &[Type::TEXT])?;
+        let raw = client.prepare_typed(RAW_JOB, &[Type::TEXT, Type::TEXT])?;
+        Ok(Self {
+            client,
+            order,
+            raw,
+            pool: PoolExecutor::connect(url, POOL)?,
+        })
+    }
+
+    fn jobq_in_tx(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(&self.order, &[&"book"])?;
+        jobq.defer_job(job).run_blocking(&mut tx)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn raw_in_tx(&mut self, args: &Value) -> Result<(), BoxError> {
+        let mut tx = self.client.transaction()?;
+        tx.execute(&self.order, &[&"book"])?;
+        tx.execute(&self.raw, &[&"process_order", &args.to_string()])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn defer_pooled(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
+        jobq.defer_job(job).run_blocking(&self.pool)?;
+        Ok(())
+    }
+
+    fn defer_batch(&mut self, jobq: &Jobq, jobs: Vec<NewJob>) -> Result<(), BoxError> {
+        jobq.defer_batch(jobs).run_blocking(&self.pool)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! What the worker figures share: the no-op task, a worker built as configured, filling the queue in one
+//! statement, and waiting for it to drain.
+
+use crate::BoxError;
+use jobq_core::Task;
+use jobq_core::worker::{Worker, WorkerBuilder};
+use jobq_tokio_postgres::PoolExecutor;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+/// The task of every queued benchmark job; its handler does nothing (or what the figure needs).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Noop {}
+
+impl Task for Noop {
+    const NAME: &'static str = "noop";
+}
+
+/// How the benchmark's workers are set up.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WorkerConfig {
+    /// Jobs running at once.
+    pub(crate) concurrency: usize,
+    /// The most jobs one fetch takes.
+    pub(crate) fetch_batch: usize,
+    /// Connections in the worker's pool (its LISTEN connection comes on top).
+    pub(crate) pool: usize,
+}
+
+impl WorkerConfig {
+    /// A worker builder on a tokio-postgres `PoolExecutor`, with this configuration.
+    pub(crate) fn builder(&self, url: &str) -> Result<WorkerBuilder<PoolExecutor>, BoxError> {
+        Ok(Worker::builder(
+            jobq_core::Jobq::default(),
+            PoolExecutor::connect(url, self.pool)?,
+        )
+        .concurrency(self.concurrency)
+        .fetch_batch(self.fetch_batch))
+    }
+
+    /// How the table describes it.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "tokio-postgres PoolExecutor of {}, concurrency {}, fetch_batch {}",
+            self.pool, self.concurrency, self.fetch_batch
+        )
+    }
+}
+
+/// A plain tokio-postgres connection, driven on the current runtime.
+pub(crate) async fn connect(url: &str) -> Result<Client, BoxError> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Empties `jobq.jobs` and vacuums it, so every measurement starts from the same table.
+pub(crate) async fn reset(client: &Client) -> Result<(), BoxError> {
+    client.batch_execute("DELETE FROM jobq.jobs").await?;
+    client.batch_execute("VACUUM ANALYZE jobq.jobs").await?;
+    Ok(())
+}
+
+/// Queues `n` no-op jobs in one statement, then ANALYZEs.
+pub(crate) async fn fill(client: &Client, n: usize) -> Result<(), BoxError> {
+    client
+        .batch_execute(&format!(
+            "INSERT INTO jobq.jobs (task, args) SELECT 'noop', '{{}}' FROM generate_series(1, {n});
+             ANALYZE jobq.jobs"
+        ))
+        .await?;
+    Ok(())
+}
+
+/// Waits until no job is waiting or running. Both checks read only a partial index, so polling costs the
+/// worker next to nothing.
+pub(crate) async fn drained(client: &Client) -> Result<(), BoxError> {
+    loop {
+        let busy: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM jobq.jobs WHERE status = 'todo')
+                     OR EXISTS (SELECT 1 FROM jobq.jobs WHERE status = 'doing')",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !busy {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
