@@ -23,7 +23,9 @@ CREATE TABLE {schema}.jobs (
     scheduled_at     timestamptz NOT NULL DEFAULT now(),
     attempts         integer NOT NULL DEFAULT 0,
     abort_requested  boolean NOT NULL DEFAULT false,
-    worker_id        bigint,  -- the running worker; no foreign key, to keep triggers off the hot path
+    -- The running worker: set exactly while the job is `doing` (fetch sets it, every way out clears it).
+    -- No foreign key, to keep triggers off the hot path.
+    worker_id        bigint,
     created_at       timestamptz NOT NULL DEFAULT now(),
     started_at       timestamptz,
     finished_at      timestamptz,
@@ -96,5 +98,129 @@ BEGIN
     PERFORM pg_notify('{channel}', CASE WHEN octet_length(q) <= 1000 THEN q ELSE '' END)
     FROM unnest(queues) AS q;
     RETURN jsonb_build_object('ids', to_jsonb(coalesce(ids, '{}')));
+END;
+$$;
+
+-- The worker's hot path is two functions, so that PL/pgSQL plans each statement once per connection
+-- instead of on every call (an unnamed statement is planned each time it runs; these run as unnamed
+-- statements so they also work through PgBouncer in transaction pooling).
+
+-- Input: {"worker_id": n, "queues": [..] or null for all, "limit": n}. Takes up to `limit` due jobs, highest
+-- priority first then oldest, at most one per lock and none whose lock is held by a running job, marks them
+-- `doing` for the worker and returns them.
+CREATE FUNCTION {schema}.fetch_jobs(p jsonb) RETURNS SETOF {schema}.jobs
+LANGUAGE plpgsql AS $$
+DECLARE
+    worker bigint  := (p->>'worker_id')::bigint;
+    wanted integer := (p->>'limit')::integer;
+    queues text[]  := CASE WHEN jsonb_typeof(p->'queues') = 'array'
+                           THEN ARRAY(SELECT jsonb_array_elements_text(p->'queues')) END;
+BEGIN
+    RETURN QUERY
+    WITH candidates AS (
+        SELECT j.id
+        FROM {schema}.jobs j
+        WHERE j.status = 'todo'
+          AND j.scheduled_at <= now()
+          AND (queues IS NULL OR j.queue = ANY (queues))
+          AND (j.lock IS NULL OR (
+                NOT EXISTS (SELECT 1 FROM {schema}.jobs d WHERE d.lock = j.lock AND d.status = 'doing')
+                AND NOT EXISTS (
+                    SELECT 1 FROM {schema}.jobs e
+                    WHERE e.lock = j.lock AND e.status = 'todo' AND e.scheduled_at <= now()
+                      AND (e.priority > j.priority OR (e.priority = j.priority AND e.id < j.id)))))
+        ORDER BY j.priority DESC, j.id
+        LIMIT wanted
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    UPDATE {schema}.jobs j
+    SET status = 'doing', attempts = j.attempts + 1, started_at = now(), worker_id = worker
+    WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
+    RETURNING j.*;
+END;
+$$;
+
+-- Input: {"worker_id": n, "jobs": [{"id", "status", "error", "scheduled_at", "queue", "priority", "lock",
+-- "delete"}, …]}. Ends the worker's running jobs: `succeeded` (deleted instead when "delete" is true),
+-- `failed`, `aborted`, or back to `todo` for a retry at `scheduled_at`. Only jobs still running on this
+-- worker change: one recovered from it as stalled, cancelled meanwhile or retried by hand is not touched
+-- (`worker_id` is set exactly while a job is `doing`, so it alone tells). A retry whose queueing lock
+-- another waiting job holds fails instead. Returns the number of jobs ended.
+--
+-- Successes, the bulk, take two join-free statements on `id = ANY (…)`: primary-key probes whatever the
+-- statistics say. They are stale at the start of every burst (they say nothing is running), so a join
+-- on `worker_id` or `status = 'doing'` could be planned as a nested loop that rescans one side per job.
+-- The other outcomes carry per-job values and join, driven from the input so each job is one probe.
+CREATE FUNCTION {schema}.complete_jobs(p jsonb) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    worker    bigint := (p->>'worker_id')::bigint;
+    succeeded bigint[];
+    deleted   bigint[];
+    others    boolean;
+    n         bigint;
+    ended     bigint := 0;
+BEGIN
+    SELECT coalesce(array_agg(r.id) FILTER (WHERE r.status = 'succeeded' AND NOT coalesce(r.delete, false)), '{}'),
+           coalesce(array_agg(r.id) FILTER (WHERE r.status = 'succeeded' AND coalesce(r.delete, false)), '{}'),
+           coalesce(bool_or(r.status <> 'succeeded'), false)
+    INTO succeeded, deleted, others
+    FROM jsonb_to_recordset(p->'jobs') AS r(id bigint, status text, delete boolean);
+
+    UPDATE {schema}.jobs
+    SET status = 'succeeded', finished_at = now(), worker_id = NULL, abort_requested = false
+    WHERE id = ANY (succeeded) AND worker_id = worker;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    ended := ended + n;
+
+    IF cardinality(deleted) > 0 THEN
+        DELETE FROM {schema}.jobs WHERE id = ANY (deleted) AND worker_id = worker;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        ended := ended + n;
+    END IF;
+
+    IF others THEN
+        WITH mine AS (
+            SELECT j.id, j.attempts, r.status, r.error, r.scheduled_at, r.queue, r.priority, r.lock,
+                   (r.status = 'todo' AND j.queueing_lock IS NOT NULL AND EXISTS (
+                       SELECT 1 FROM {schema}.jobs o WHERE o.queueing_lock = j.queueing_lock AND o.status = 'todo'
+                   )) AS blocked
+            FROM jsonb_to_recordset(p->'jobs')
+                     AS r(id bigint, status text, error text, scheduled_at timestamptz, queue text,
+                          priority integer, lock text),
+                 -- OFFSET 0 keeps the subquery apart: a nested loop from the input, one probe per job.
+                 LATERAL (SELECT j.* FROM {schema}.jobs j
+                          WHERE j.id = r.id AND j.worker_id = worker OFFSET 0) j
+            WHERE r.status <> 'succeeded'
+        ), updated AS (
+            -- `worker_id = worker` again: READ COMMITTED re-checks it if the row changed meanwhile.
+            UPDATE {schema}.jobs j
+            SET status = CASE WHEN m.blocked THEN 'failed' ELSE m.status END,
+                scheduled_at = CASE WHEN m.status = 'todo' AND NOT m.blocked
+                                    THEN coalesce(m.scheduled_at, now()) ELSE j.scheduled_at END,
+                finished_at = CASE WHEN m.status = 'todo' AND NOT m.blocked THEN NULL ELSE now() END,
+                queue = coalesce(m.queue, j.queue),
+                priority = coalesce(m.priority, j.priority),
+                lock = coalesce(m.lock, j.lock),
+                worker_id = NULL,
+                abort_requested = false,
+                last_error = coalesce(m.error, j.last_error),
+                errors = CASE WHEN m.error IS NULL THEN j.errors
+                              ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                                  'attempt', m.attempts, 'at', now(),
+                                  'error', CASE WHEN m.blocked
+                                                THEN m.error || ' (not retried: its queueing lock is taken)'
+                                                ELSE m.error END)) END
+            FROM mine m
+            WHERE j.id = m.id AND j.worker_id = worker
+            RETURNING j.status, j.queue
+        ), notified AS (
+            SELECT pg_notify('{channel}', CASE WHEN octet_length(queue) <= 1000 THEN queue ELSE '' END) AS n
+            FROM (SELECT DISTINCT queue FROM updated WHERE status = 'todo') q
+        )
+        SELECT (SELECT count(*) FROM updated) + 0 * (SELECT count(*) FROM notified) INTO n;
+        ended := ended + n;
+    END IF;
+    RETURN ended;
 END;
 $$;

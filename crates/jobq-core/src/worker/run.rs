@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use serde::Serialize;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -57,6 +57,8 @@ struct Shared<B> {
     worker_id: AtomicI64,
     running: Mutex<HashMap<JobId, Running>>,
     wake: Notify,
+    /// Jobs ended so far, to size the next fetch.
+    ended: AtomicUsize,
     completions: mpsc::UnboundedSender<Completion>,
 }
 
@@ -127,6 +129,7 @@ pub(super) async fn run<B: Backend>(
         worker_id: AtomicI64::new(id),
         running: Mutex::new(HashMap::new()),
         wake: Notify::new(),
+        ended: AtomicUsize::new(0),
         completions,
     });
     tracing::info!(worker = %shared.config.name, id, "jobq worker started");
@@ -145,15 +148,26 @@ pub(super) async fn run<B: Backend>(
     }
 
     let semaphore = Arc::new(Semaphore::new(shared.config.concurrency));
-    fetch_loop(&shared, &semaphore, shutdown).await;
+    let mut waiting = fetch_loop(&shared, &semaphore, shutdown).await;
 
     tracing::info!(worker = %shared.config.name, "jobq worker stopping");
     for helper in &helpers {
         helper.abort();
     }
+    // The fetched jobs not started yet are about one fetch's round trip of work: run them too.
     let all = u32::try_from(shared.config.concurrency).unwrap_or(u32::MAX);
-    let drained =
-        tokio::time::timeout(shared.config.shutdown_timeout, semaphore.acquire_many(all)).await;
+    let drained = tokio::time::timeout(shared.config.shutdown_timeout, async {
+        while !waiting.is_empty() {
+            start_waiting(&shared, &semaphore, &mut waiting);
+            shared.wake.notified().await;
+        }
+        semaphore.acquire_many(all).await
+    })
+    .await;
+    for job in waiting {
+        let error = JobError::new("interrupted by worker shutdown before it started");
+        let _ = shared.completions.send(shared.after_failure(&job, &error));
+    }
     if drained.is_err() {
         let ids: Vec<JobId> = shared
             .running
@@ -182,37 +196,53 @@ pub(super) async fn run<B: Backend>(
     Ok(())
 }
 
+/// Fetches jobs and starts them as slots free up, until `shutdown`; returns the jobs fetched but not
+/// started yet.
+///
+/// Besides the free slots, a fetch takes as many jobs as the worker is expected to end during one fetch's
+/// round trip (the recent rate of ended jobs times the last round trip, at most `fetch_batch`). Short jobs
+/// thus get full batches and the next fetch overlaps the running ones; the jobs that wait here are about
+/// what the worker ends while a fetch is on the way. Long jobs get no extra, so no worker hoards jobs
+/// another could run.
 async fn fetch_loop<B: Backend>(
     shared: &Arc<Shared<B>>,
     semaphore: &Arc<Semaphore>,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) {
+) -> VecDeque<Job> {
     tokio::pin!(shutdown);
     let config = &shared.config;
-    // Wait for a few free slots rather than fetching one job at a time under load.
-    let low_water = (config.fetch_batch.min(config.concurrency) / 4).max(1);
+    // Under load, wait until half a batch can be fetched: a fetch costs about as much for one job as for
+    // dozens, so small fetches would spend the database's time on overhead.
+    let low_water = (config.fetch_batch.min(config.concurrency) / 2).max(1);
+    let mut waiting = VecDeque::new();
+    let mut round_trip = Duration::ZERO;
+    let (mut since, mut ended_since) = (Instant::now(), 0);
     loop {
+        start_waiting(shared, semaphore, &mut waiting);
         let free = semaphore.available_permits();
         let busy = free < config.concurrency;
-        if free >= low_water || (!busy && free > 0) {
-            let want = free.min(config.fetch_batch);
+        let ended = shared.ended.load(Ordering::Relaxed);
+        let rate = (ended - ended_since) as f64 / since.elapsed().as_secs_f64().max(1e-6);
+        let extra = ((rate * round_trip.as_secs_f64()) as usize).min(config.fetch_batch);
+        let want = (free + extra)
+            .saturating_sub(waiting.len())
+            .min(config.fetch_batch);
+        if want >= low_water || (!busy && want > 0) {
             let arg =
                 json!({ "worker_id": shared.worker_id(), "queues": config.queues, "limit": want });
             let fetch =
                 shared
                     .jobq
                     .json_query(&shared.jobq.statements().fetch, arg, Ok::<Vec<Job>, Error>);
-            match shared.run(fetch).await {
+            (since, ended_since) = (Instant::now(), ended);
+            let result = shared.run(fetch).await;
+            round_trip = since.elapsed();
+            match result {
                 Ok(jobs) => {
-                    let got = jobs.len();
-                    for job in jobs {
-                        let permit = semaphore
-                            .clone()
-                            .try_acquire_owned()
-                            .expect("a free slot was counted");
-                        tokio::spawn(execute(shared.clone(), job, permit));
-                    }
-                    if got == want {
+                    let full = jobs.len() == want;
+                    waiting.extend(jobs);
+                    // A full batch means more may be due: look again at once.
+                    if full {
                         continue;
                     }
                 }
@@ -221,9 +251,25 @@ async fn fetch_loop<B: Backend>(
         }
         tokio::select! {
             biased;
-            () = &mut shutdown => return,
+            () = &mut shutdown => return waiting,
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(config.poll_interval) => {}
+        }
+    }
+}
+
+/// Starts fetched jobs while slots are free.
+fn start_waiting<B: Backend>(
+    shared: &Arc<Shared<B>>,
+    semaphore: &Arc<Semaphore>,
+    waiting: &mut VecDeque<Job>,
+) {
+    while !waiting.is_empty() {
+        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+            return;
+        };
+        if let Some(job) = waiting.pop_front() {
+            tokio::spawn(execute(shared.clone(), job, permit));
         }
     }
 }
@@ -276,6 +322,7 @@ async fn execute<B: Backend>(
     shared.running.lock().expect("running jobs").remove(&job.id);
     let _ = shared.completions.send(completion);
     drop(permit);
+    shared.ended.fetch_add(1, Ordering::Relaxed);
     shared.wake.notify_one();
 }
 
