@@ -194,12 +194,17 @@ impl Jobq {
         if let Some(e) = jobs.iter().find_map(|j| check_new_job(j).err()) {
             return Query::refused(e);
         }
+        self.deferral(&self.sql.defer, &jobs)
+    }
+
+    /// Runs a deferral statement, which returns `{"ids": [...]}` or `{"conflict": "<queueing lock>"}`.
+    fn deferral(&self, sql: &Arc<str>, arg: &impl Serialize) -> Query<Vec<JobId>> {
         #[derive(Deserialize)]
         struct Outcome {
             ids: Option<Vec<JobId>>,
             conflict: Option<String>,
         }
-        self.json_query(&self.sql.defer, &jobs, |rows: Vec<Outcome>| {
+        self.json_query(sql, arg, |rows: Vec<Outcome>| {
             let outcome = rows.into_iter().next().ok_or_else(no_row)?;
             match (outcome.ids, outcome.conflict) {
                 (Some(ids), _) => Ok(ids),
@@ -440,10 +445,13 @@ impl Operation for Defer {
 
     fn into_query(self) -> Query<JobId> {
         match self.job {
-            Ok(job) => self
-                .jobq
-                .defer_batch([job])
-                .map(|ids| ids.into_iter().next().ok_or_else(no_row)),
+            Ok(job) => match check_new_job(&job) {
+                Ok(()) => self
+                    .jobq
+                    .deferral(&self.jobq.sql.defer_one, &job)
+                    .map(|ids| ids.into_iter().next().ok_or_else(no_row)),
+                Err(e) => Query::refused(e),
+            },
             Err(e) => Query::refused(e),
         }
     }

@@ -28,6 +28,7 @@ pub(crate) struct Statements {
     pub(crate) schema_exists: Arc<str>,
     pub(crate) schema_version: Arc<str>,
     pub(crate) defer: Arc<str>,
+    pub(crate) defer_one: Arc<str>,
     pub(crate) get_job: Arc<str>,
     pub(crate) list_jobs: Arc<str>,
     pub(crate) cancel: Arc<str>,
@@ -73,6 +74,7 @@ impl Statements {
             schema_exists: render(include_str!("../sql/queries/schema_exists.sql")),
             schema_version: render(include_str!("../sql/queries/schema_version.sql")),
             defer: render(include_str!("../sql/queries/defer.sql")),
+            defer_one: render(include_str!("../sql/queries/defer_one.sql")),
             get_job: render(include_str!("../sql/queries/get_job.sql")),
             list_jobs: render(include_str!("../sql/queries/list_jobs.sql")),
             cancel: render(include_str!("../sql/queries/cancel.sql")),
@@ -143,6 +145,7 @@ mod tests {
         for text in [
             &s.migrate,
             &s.defer,
+            &s.defer_one,
             &s.cancel,
             &s.retry,
             &s.list_jobs,
