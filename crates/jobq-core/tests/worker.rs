@@ -179,6 +179,37 @@ async fn runs_jobs_by_priority_then_age_and_skips_future_ones() {
     );
 }
 
+/// With polling an hour away, only LISTEN/NOTIFY can start these jobs: each one deferred to an idle
+/// worker must run (a fetched job once waited for the next wake-up before it started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_starts_each_notified_job() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let log = Log::default();
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, log.clone())
+            .poll_interval(Duration::from_secs(3600))
+            .build(),
+    );
+    for n in 1..=5 {
+        // Let the worker go idle (its first fetch finds nothing) before each deferral.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        jobq.defer_job(record(&format!("job {n}")))
+            .run(common::Async(&client))
+            .await
+            .unwrap();
+        wait_for(
+            &client,
+            &format!("SELECT count(*) = {n} FROM jobq.jobs WHERE status = 'succeeded'"),
+        )
+        .await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(log.lock().unwrap().len(), 5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_runs_one_job_at_a_time_across_workers() {
     #[derive(Serialize, Deserialize)]

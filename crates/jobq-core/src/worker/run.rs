@@ -241,6 +241,7 @@ async fn fetch_loop<B: Backend>(
                 Ok(jobs) => {
                     let full = jobs.len() == want;
                     waiting.extend(jobs);
+                    start_waiting(shared, semaphore, &mut waiting);
                     // A full batch means more may be due: look again at once.
                     if full {
                         continue;
