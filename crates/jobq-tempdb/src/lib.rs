@@ -7,6 +7,9 @@
 //! one and stops the server when the pipe closes. Servers left by a process that died before its watchdog
 //! could act are cleaned up by the next start.
 //!
+//! [`pgbouncer_url`] puts a PgBouncer in transaction pooling mode in front of a test database (see
+//! [`pgbouncer()`]).
+//!
 //! With `JOBQ_DATABASE_URL` (or `DATABASE_URL`) set, databases are created on that server instead, and
 //! dropped again when the [`TestDatabase`] is dropped.
 //!
@@ -15,6 +18,10 @@
 //! let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
 //! client.batch_execute("SELECT 1").unwrap();
 //! ```
+
+mod pgbouncer;
+
+pub use pgbouncer::{POOL_SIZE, PgBouncer, pgbouncer, pgbouncer_or_skip, pgbouncer_url};
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -33,6 +40,12 @@ pub enum Error {
          JOBQ_DATABASE_URL to an existing server"
     )]
     NoBinaries,
+    /// No `pgbouncer` binary was found.
+    #[error(
+        "no `pgbouncer` binary found on PATH or in /usr/sbin: install it (Debian: \
+         `apt-get install pgbouncer`; `.ci/run` does)"
+    )]
+    NoPgBouncer,
     /// A command failed.
     #[error("{command} failed: {output}")]
     Command {
@@ -424,6 +437,7 @@ fn remove_stale(root: &Path, bin: &Path) {
             continue;
         }
         let path = entry.path();
+        pgbouncer::stop_stale(&path);
         let _ = Command::new("sh")
             .args(["-c", &stop_command(as_root, bin, &path.join("data"))])
             .status();

@@ -32,3 +32,34 @@ fn empty_databases_have_no_schema() {
         .get(0);
     assert_eq!(found, None);
 }
+
+#[test]
+fn pgbouncer_fronts_a_test_database() {
+    let db = jobq_tempdb::database();
+    let Some(url) = jobq_tempdb::pgbouncer_or_skip(&db, "pgbouncer_fronts_a_test_database") else {
+        return;
+    };
+    assert_ne!(url, db.url());
+    let mut direct = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    direct.batch_execute("CREATE TABLE seen (x int)").unwrap();
+    // The simple query protocol: no prepared statement is involved.
+    let mut bounced = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    bounced
+        .batch_execute("INSERT INTO seen VALUES (1), (2)")
+        .unwrap();
+    let rows = bounced
+        .simple_query("SELECT current_database(), count(*) FROM seen")
+        .unwrap();
+    let row = rows
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (row.get(0), row.get(1)),
+        (Some(db.name()), Some("2")),
+        "through PgBouncer, the same database"
+    );
+}
