@@ -2,6 +2,7 @@
 
 use crate::{CONNECTOR, Sqlx};
 use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
+use sqlx::database::HasStatementCache;
 use sqlx::pool::PoolConnection;
 use sqlx::{
     Any, AnyConnection, ColumnIndex, Database, Decode, Encode, IntoArguments, PgConnection,
@@ -16,37 +17,44 @@ use sqlx::{
 #[derive(Debug)]
 pub struct ConnectionExecutor<'a, C>(&'a mut C);
 
+/// On a caller's connection, statements are unnamed (`persistent(false)`): nothing is left prepared on the
+/// connection, so they also work through PgBouncer in transaction pooling mode, where the next transaction
+/// may run on another server connection that lacks (or already has, from another client) sqlx's
+/// `sqlx_s_N` statements. This costs one more round trip than a cached statement.
 impl AsyncExecutor for ConnectionExecutor<'_, PgConnection> {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        fetch(&mut *self.0, sql, arg).await
+        fetch(&mut *self.0, sql, arg, false).await
     }
 }
 
+/// Unnamed statements, as on a `PgConnection`.
 impl AsyncExecutor for ConnectionExecutor<'_, AnyConnection> {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        fetch(&mut *self.0, sql, arg).await
+        fetch(&mut *self.0, sql, arg, false).await
     }
 }
 
 /// Runs `sql` with `arg` bound as `$1` (or no parameter) on `executor`, and reads column 0 of every row as
 /// text.
 ///
-/// `sqlx::query` prepares the statement once per connection and keeps it in the connection's statement
-/// cache, so later runs cost one round trip.
+/// With `cache`, sqlx prepares the statement once per connection under a name and keeps it in the
+/// connection's statement cache, so later runs cost one round trip. Without, it is parsed as the unnamed
+/// statement each time (parse and describe, then bind and execute: two round trips).
 pub(crate) async fn fetch<'c, DB, E>(
     executor: E,
     sql: &str,
     arg: Option<&str>,
+    cache: bool,
 ) -> Result<Vec<String>, ConnectorError>
 where
-    DB: Database,
+    DB: Database + HasStatementCache,
     E: sqlx::Executor<'c, Database = DB>,
     for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
     for<'q> &'q str: Encode<'q, DB> + Type<DB>,
     for<'r> String: Decode<'r, DB> + Type<DB>,
     usize: ColumnIndex<DB::Row>,
 {
-    let mut query = sqlx::query::<DB>(sql);
+    let mut query = sqlx::query::<DB>(sql).persistent(cache);
     if let Some(arg) = arg {
         query = query.bind(arg);
     }

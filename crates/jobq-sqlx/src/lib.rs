@@ -31,14 +31,22 @@
 //! | `&pool` ([`PgPool`](sqlx::PgPool)), `&executor` ([`PoolExecutor`]) | one pooled connection per statement; no free connection within the pool's `acquire_timeout` is [`ErrorKind::PoolTimeout`](jobq_core::ErrorKind::PoolTimeout) |
 //!
 //! jobq never begins, commits or rolls back a transaction, nor changes a setting, on a connection you hand
-//! it: each operation is one statement, so it is atomic inside your transaction and costs one round trip.
+//! it: each operation is one statement, so it is atomic inside your transaction and costs two round trips
+//! (parse and describe, then bind and execute).
 //!
-//! Statements run through `sqlx::query`, so sqlx prepares each one once per connection and keeps it in the
-//! connection's statement cache (`PgConnectOptions::statement_cache_capacity`). Through PgBouncer in
-//! transaction pooling mode this needs PgBouncer 1.21 or later with `max_prepared_statements` set; the
-//! `jobq-tokio-postgres` adapter runs unnamed statements instead and needs neither. After the jobq schema
-//! is migrated to a new version, connections that cached the old statements should be replaced (restart the
-//! application or close the pool), as PostgreSQL may refuse a cached plan whose result type changed.
+//! On a connection you hand it, jobq runs each statement as sqlx's unnamed statement
+//! (`sqlx::query(..).persistent(false)`): nothing stays prepared on your connection, and it works through
+//! PgBouncer in transaction pooling mode **inside a transaction** (`pool.begin()`). Outside one, sqlx
+//! parses and executes an unnamed statement in two exchanges, which PgBouncer may send to two different
+//! server connections: behind PgBouncer, hand jobq a connection only inside a transaction. Your own sqlx
+//! queries need `persistent(false)` there too.
+//!
+//! [`PoolExecutor`] (and `&pool`) prepares each statement once per connection and caches it
+//! (`PgConnectOptions::statement_cache_capacity`), one round trip per statement after the first; after the
+//! jobq schema is migrated to a new version, replace such connections (restart the application or close
+//! the pool), as PostgreSQL may refuse a cached plan whose result type changed. Behind PgBouncer's
+//! transaction pooling use [`PoolExecutor::transaction_pooling`], which runs each statement unnamed in a
+//! transaction of its own. See `docs/operations.md` (PgBouncer).
 //!
 //! Anything that is not a PostgreSQL connection of sqlx does not compile, for example a SQLite one:
 //!
@@ -60,7 +68,8 @@
 //! }
 //! ```
 //!
-//! A worker runs on a [`PoolExecutor`], which LISTENs for new jobs; see [`jobq_core::worker`].
+//! A worker runs on a [`PoolExecutor`], which LISTENs for new jobs (not through PgBouncer: see
+//! [`PoolExecutor::listen_with`]); see [`jobq_core::worker`].
 
 #![forbid(unsafe_code)]
 

@@ -1,11 +1,11 @@
 //! The pooled path: a [`PgPool`] as an owned executor, which is also the worker's backend.
 
-use crate::Sqlx;
 use crate::executor::{connector_error, fetch};
+use crate::{CONNECTOR, Sqlx};
 use jobq_core::worker::{Backend, Notification};
-use jobq_core::{AsyncExecutor, ConnectorError, IntoAsyncExecutor};
+use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
 use sqlx::PgPool;
-use sqlx::postgres::{PgListener, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
 /// A [`PgPool`] as an owned, cloneable executor: each statement takes a connection from the pool and
@@ -24,16 +24,27 @@ use tokio::sync::mpsc;
 /// A pool that has no free connection within its `acquire_timeout` fails the statement with
 /// [`ErrorKind::PoolTimeout`](jobq_core::ErrorKind::PoolTimeout); so does a server that refuses connections,
 /// because sqlx keeps retrying to connect until that timeout. As a worker [`Backend`] it LISTENs on a dedicated connection made with the
-/// pool's connect options, so LISTEN never holds one of the pool's connections.
+/// pool's connect options (or those of [`listen_with`](Self::listen_with)), so LISTEN never holds one of
+/// the pool's connections.
+///
+/// By default statements are prepared once per connection and cached by sqlx (one round trip each after
+/// the first). Behind PgBouncer in transaction pooling mode use
+/// [`transaction_pooling`](Self::transaction_pooling).
 #[derive(Debug, Clone)]
 pub struct PoolExecutor {
     pool: PgPool,
+    transaction_pooling: bool,
+    listen: Option<PgConnectOptions>,
 }
 
 impl PoolExecutor {
     /// Runs on `pool`.
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            transaction_pooling: false,
+            listen: None,
+        }
     }
 
     /// A pool of at most `size` connections to `url`, made when first needed (so this succeeds without a
@@ -44,6 +55,27 @@ impl PoolExecutor {
             .connect_lazy(url)
             .map_err(connector_error)?;
         Ok(Self::new(pool))
+    }
+
+    /// For a pool whose connections go through PgBouncer in transaction pooling mode (without prepared
+    /// statement support, as PgBouncer before 1.21):
+    ///
+    /// - each statement is unnamed and runs in a transaction of its own (`BEGIN`, parse, bind and execute,
+    ///   `COMMIT`). sqlx parses an unnamed statement and executes it in two exchanges; outside a
+    ///   transaction PgBouncer may hand the second one to another server connection, where the unnamed
+    ///   statement is missing or, worse, is another client's. Two more round trips per statement.
+    /// - a worker does not LISTEN through the pool (PgBouncer cannot keep a LISTEN across transactions); it
+    ///   polls, unless [`listen_with`](Self::listen_with) names a direct connection to the server.
+    pub fn transaction_pooling(mut self) -> Self {
+        self.transaction_pooling = true;
+        self
+    }
+
+    /// LISTENs (as a worker backend) on a connection made with `options` rather than the pool's: a direct
+    /// connection to the server when the pool goes through PgBouncer.
+    pub fn listen_with(mut self, options: PgConnectOptions) -> Self {
+        self.listen = Some(options);
+        self
     }
 
     /// The pool.
@@ -60,11 +92,19 @@ impl From<PgPool> for PoolExecutor {
 
 impl AsyncExecutor for PoolExecutor {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        fetch(&self.pool, sql, arg).await
+        if !self.transaction_pooling {
+            return fetch(&self.pool, sql, arg, true).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(connector_error)?;
+        let rows = fetch(&mut *tx, sql, arg, false).await?;
+        tx.commit().await.map_err(connector_error)?;
+        Ok(rows)
     }
 }
 
-/// Takes a connection from the pool for each statement.
+/// Takes a connection from the pool for each statement, with statements cached as by
+/// [`PoolExecutor::new`]; behind PgBouncer's transaction pooling, run on
+/// `&PoolExecutor::new(pool).transaction_pooling()` instead.
 impl IntoAsyncExecutor<Sqlx> for &PgPool {
     type Executor = PoolExecutor;
     fn into_executor(self) -> Result<PoolExecutor, ConnectorError> {
@@ -91,10 +131,22 @@ impl Backend for PoolExecutor {
         &self,
         channels: Vec<String>,
     ) -> Result<mpsc::UnboundedReceiver<Notification>, ConnectorError> {
+        let options = match &self.listen {
+            Some(options) => options.clone(),
+            None if self.transaction_pooling => {
+                return Err(ConnectorError::new(
+                    CONNECTOR,
+                    ErrorKind::Unsupported,
+                    "LISTEN does not work through PgBouncer's transaction pooling: the worker polls \
+                     (give PoolExecutor::listen_with a direct connection to LISTEN on)",
+                ));
+            }
+            None => (*self.pool.connect_options()).clone(),
+        };
         // A pool of one, so the listener's connection is not taken from the application's pool.
         let own = PgPoolOptions::new()
             .max_connections(1)
-            .connect_lazy_with((*self.pool.connect_options()).clone());
+            .connect_lazy_with(options);
         let mut listener = PgListener::connect_with(&own)
             .await
             .map_err(connector_error)?;
