@@ -232,11 +232,8 @@ async fn schedules_in_the_year_1000_run_at_once_and_in_9999_wait() {
 }
 
 /// The same with a server time zone whose offset in the year 1000 has seconds (local mean time):
-/// PostgreSQL writes `1000-01-01T00:19:32+00:19:32`, which the job model's RFC 3339 timestamps refuse, so
-/// reading or fetching such a job fails to decode (and a fetch has already marked it `doing`).
+/// PostgreSQL writes `1000-01-01T00:19:32+00:19:32`, beyond RFC 3339, and jobq reads it all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "jobq-core bug: timestamps with a seconds UTC offset (pre-1900 dates in a non-UTC server time \
-            zone) do not decode; see docs/status.md"]
 async fn schedules_in_the_year_1000_with_a_local_mean_time_zone() {
     schedules_far_away("Europe/Amsterdam").await;
 }

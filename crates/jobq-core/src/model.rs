@@ -102,6 +102,7 @@ pub struct Job {
     /// Where it is in its life.
     pub status: Status,
     /// It does not run before this time.
+    #[serde(deserialize_with = "pg_time::utc")]
     pub scheduled_at: DateTime<Utc>,
     /// How many times it has started.
     pub attempts: i32,
@@ -110,10 +111,13 @@ pub struct Job {
     /// The worker running it, while it runs.
     pub worker_id: Option<i64>,
     /// When it was deferred.
+    #[serde(deserialize_with = "pg_time::utc")]
     pub created_at: DateTime<Utc>,
     /// When its last attempt started.
+    #[serde(default, deserialize_with = "pg_time::optional_utc")]
     pub started_at: Option<DateTime<Utc>>,
     /// When it finished.
+    #[serde(default, deserialize_with = "pg_time::optional_utc")]
     pub finished_at: Option<DateTime<Utc>>,
     /// The error of its last failed attempt.
     pub last_error: Option<String>,
@@ -127,6 +131,7 @@ pub struct AttemptError {
     /// Which attempt failed (1 for the first).
     pub attempt: i32,
     /// When it failed.
+    #[serde(deserialize_with = "pg_time::utc")]
     pub at: DateTime<Utc>,
     /// What went wrong.
     pub error: String,
@@ -266,4 +271,96 @@ pub enum RetryOutcome {
     Retried,
     /// Nothing changed: the job is waiting or running.
     Unchanged,
+}
+
+/// Reads PostgreSQL's JSON timestamps, whatever the session's time zone. RFC 3339 covers the usual ones;
+/// dates before the zone's standard time (the year 1000 in `Europe/Amsterdam`, say) carry a local mean
+/// time offset with seconds, `+00:19:32`, which RFC 3339 has no room for.
+mod pg_time {
+    use chrono::{DateTime, Datelike, FixedOffset, NaiveDateTime, TimeDelta, Utc};
+    use serde::{Deserialize, Deserializer, de::Error};
+
+    pub(super) fn utc<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse(&text).ok_or_else(|| D::Error::custom(format!("not a timestamp: {text:?}")))
+    }
+
+    pub(super) fn optional_utc<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<DateTime<Utc>>, D::Error> {
+        match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => parse(&text)
+                .map(Some)
+                .ok_or_else(|| D::Error::custom(format!("not a timestamp: {text:?}"))),
+        }
+    }
+
+    fn parse(text: &str) -> Option<DateTime<Utc>> {
+        if let Ok(t) = DateTime::<FixedOffset>::parse_from_rfc3339(text) {
+            return Some(t.to_utc());
+        }
+        // The local time, then `Z` or `±HH:MM[:SS]`: the local time minus the offset.
+        let (local, offset) = match text.strip_suffix('Z') {
+            Some(local) => (local, TimeDelta::zero()),
+            None => {
+                let time = text.find('T')?;
+                let at = text.rfind(['+', '-']).filter(|&at| at > time)?;
+                let sign = if text[at..].starts_with('-') { -1 } else { 1 };
+                let mut parts = text[at + 1..].split(':').map(|p| p.parse::<i64>().ok());
+                let (h, m) = (parts.next()??, parts.next()??);
+                let s = parts.next().unwrap_or(Some(0))?;
+                if parts.next().is_some() {
+                    return None;
+                }
+                (
+                    &text[..at],
+                    TimeDelta::seconds(sign * (h * 3600 + m * 60 + s)),
+                )
+            }
+        };
+        // The year apart: chrono reads at most four digits unsigned, and the year 9999 in UTC is 10000
+        // east of it. 2000 is a leap year, so any day of the year parses and `with_year` checks it.
+        let (year, rest) = local.split_once('-')?;
+        let local = NaiveDateTime::parse_from_str(&format!("2000-{rest}"), "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .with_year(year.parse().ok()?)?;
+        Some(local.checked_sub_signed(offset)?.and_utc())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::parse;
+
+        #[test]
+        fn reads_rfc3339_and_offsets_with_seconds() {
+            let utc = |s: &str| parse(s).map(|t| t.to_rfc3339());
+            assert_eq!(
+                utc("2026-11-25T10:00:00.5+01:00").as_deref(),
+                Some("2026-11-25T09:00:00.500+00:00")
+            );
+            assert_eq!(
+                utc("1000-01-01T00:19:32+00:19:32").as_deref(),
+                Some("1000-01-01T00:00:00+00:00")
+            );
+            assert_eq!(
+                utc("1000-01-01T00:00:00-00:01:15").as_deref(),
+                Some("1000-01-01T00:01:15+00:00")
+            );
+            // 9999-12-31 23:59:59 UTC, written in a zone east of UTC.
+            assert_eq!(
+                utc("10000-01-01T00:59:59+01:00").as_deref(),
+                Some("9999-12-31T23:59:59+00:00")
+            );
+            for bad in [
+                "",
+                "yesterday",
+                "2026-11-25T10:00:00*00:19:32",
+                "2026-11-25",
+                "ééééé",
+            ] {
+                assert_eq!(parse(bad), None, "{bad:?}");
+            }
+        }
+    }
 }

@@ -210,6 +210,50 @@ async fn an_idle_worker_starts_each_notified_job() {
     assert_eq!(log.lock().unwrap().len(), 5);
 }
 
+/// A row the model cannot read (here a schedule of `-infinity`, written by hand) fails with the reason
+/// instead of staying `doing` on a live worker forever; the worker goes on with the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_job_fails_instead_of_staying_doing() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    client
+        .batch_execute(
+            "INSERT INTO jobq.jobs (task, args, scheduled_at) VALUES ('record', '{\"name\": \"odd\"}', '-infinity')",
+        )
+        .await
+        .unwrap();
+    let jobq = Jobq::default();
+    let fine = jobq
+        .defer_job(record("fine"))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let log = Log::default();
+    let (stop, handle) = start(worker(Backend::connect(db.url()).await, log.clone()).build());
+    wait_for(
+        &client,
+        "SELECT count(*) = 2 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(job(&client, &jobq, fine).await.status, Status::Succeeded);
+    let row = client
+        .query_one(
+            "SELECT status, last_error FROM jobq.jobs WHERE scheduled_at = '-infinity'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "failed");
+    let error: String = row.get(1);
+    assert!(
+        error.contains("could not read the stored job") && error.contains("infinity"),
+        "{error}"
+    );
+    assert_eq!(*log.lock().unwrap(), ["fine"]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_runs_one_job_at_a_time_across_workers() {
     #[derive(Serialize, Deserialize)]

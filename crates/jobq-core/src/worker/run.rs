@@ -5,7 +5,7 @@ use super::{Backend, Config, Worker, panic_message};
 use crate::{Error, ErrorKind, Job, JobId, Jobq, Query};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -230,10 +230,18 @@ async fn fetch_loop<B: Backend>(
         if want >= low_water || (!busy && want > 0) {
             let arg =
                 json!({ "worker_id": shared.worker_id(), "queues": config.queues, "limit": want });
-            let fetch =
-                shared
-                    .jobq
-                    .json_query(&shared.jobq.statements().fetch, arg, Ok::<Vec<Job>, Error>);
+            let reader = shared.clone();
+            let fetch = shared.jobq.query(
+                &shared.jobq.statements().fetch,
+                Some(arg.to_string()),
+                move |rows| {
+                    Ok::<Vec<Job>, _>(
+                        rows.iter()
+                            .filter_map(|row| readable(&reader, row))
+                            .collect(),
+                    )
+                },
+            );
             (since, ended_since) = (Instant::now(), ended);
             let result = shared.run(fetch).await;
             round_trip = since.elapsed();
@@ -257,6 +265,30 @@ async fn fetch_loop<B: Backend>(
             () = tokio::time::sleep(config.poll_interval) => {}
         }
     }
+}
+
+/// A fetched row as a [`Job`]. A row the worker cannot read is already `doing` on this worker: it fails at
+/// once with the reason rather than waiting there forever.
+fn readable<B: Backend>(shared: &Shared<B>, row: &str) -> Option<Job> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: JobId,
+    }
+    let error = match serde_json::from_str::<Job>(row) {
+        Ok(job) => return Some(job),
+        Err(e) => e,
+    };
+    match serde_json::from_str::<Id>(row) {
+        Ok(Id { id }) => {
+            tracing::error!(%id, %error, "a fetched job could not be read; failing it");
+            let reason = format!("the worker could not read the stored job: {error}");
+            let _ = shared
+                .completions
+                .send(Completion::new(id, "failed", Some(reason)));
+        }
+        Err(_) => tracing::error!(%error, "a fetched row could not be read at all"),
+    }
+    None
 }
 
 /// Starts fetched jobs while slots are free.
