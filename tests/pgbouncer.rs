@@ -15,6 +15,7 @@
 use jobq_core::prelude::*;
 use jobq_core::worker::{Backend, JobContext, Worker};
 use jobq_core::{CancelOutcome, Query};
+use jobq_sqlx::TransactionPooling;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::HashMap;
@@ -145,9 +146,10 @@ impl Runner for SqlxPool {
     }
 }
 
-/// A sqlx connection the caller holds, each query in a transaction of its own (`conn.begin()`): sqlx
-/// parses and executes an unnamed statement in two exchanges, which PgBouncer keeps on one server
-/// connection only inside a transaction (see jobq-sqlx's docs).
+/// A sqlx connection the caller holds, wrapped in [`jobq_sqlx::TransactionPooling`] (unnamed statements),
+/// each query in a transaction of its own (`conn.begin()`): sqlx parses and executes an unnamed statement
+/// in two exchanges, which PgBouncer keeps on one server connection only inside a transaction (see
+/// jobq-sqlx's docs).
 #[derive(Clone)]
 struct SqlxConn(Arc<tokio::sync::Mutex<sqlx::PgConnection>>);
 impl Runner for SqlxConn {
@@ -155,7 +157,7 @@ impl Runner for SqlxConn {
         use sqlx::Connection;
         let mut conn = self.0.lock().await;
         let mut tx = conn.begin().await.unwrap();
-        let result = query.run(&mut *tx).await;
+        let result = query.run(TransactionPooling(&mut *tx)).await;
         tx.commit().await.unwrap();
         result
     }
@@ -394,19 +396,40 @@ async fn sqlx_through_pgbouncer() {
         .connect(&setup.bouncer)
         .await
         .unwrap();
-    // `pool.begin()`, with `&mut *tx` as users write it: commit, then roll back.
+    // `pool.begin()`, with `TransactionPooling(&mut *tx)` as users write it behind PgBouncer: commit, then
+    // roll back.
     let mut tx = pool.begin().await.unwrap();
     sqlx::raw_sql("INSERT INTO orders VALUES (1)")
         .execute(&mut *tx)
         .await
         .unwrap();
-    let first = jobq.defer_job(order_job(1)).run(&mut *tx).await.unwrap();
-    let batch = jobq.defer_batch(two_jobs()).run(&mut *tx).await.unwrap();
-    let status = jobq.status(first).run(&mut *tx).await.unwrap();
+    let first = jobq
+        .defer_job(order_job(1))
+        .run(TransactionPooling(&mut *tx))
+        .await
+        .unwrap();
+    let batch = jobq
+        .defer_batch(two_jobs())
+        .run(TransactionPooling(&mut *tx))
+        .await
+        .unwrap();
+    let status = jobq
+        .status(first)
+        .run(TransactionPooling(&mut *tx))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let mut tx = pool.begin().await.unwrap();
-    let doomed = jobq.defer_job(order_job(2)).run(&mut *tx).await.unwrap();
-    let cancel = jobq.cancel(first).run(&mut tx).await.unwrap();
+    let doomed = jobq
+        .defer_job(order_job(2))
+        .run(TransactionPooling(&mut *tx))
+        .await
+        .unwrap();
+    let cancel = jobq
+        .cancel(first)
+        .run(TransactionPooling(&mut tx))
+        .await
+        .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(
         Inside {

@@ -13,24 +13,99 @@ use sqlx::{
 ///
 /// Made by [`Operation::run`](jobq_core::Operation::run) from `&mut PgConnection` (so `&mut *tx` and
 /// `&mut *conn`), `&mut Transaction<Postgres>`, `&mut PoolConnection<Postgres>`, or the same for a
-/// PostgreSQL [`AnyConnection`]; you do not build one yourself.
+/// PostgreSQL [`AnyConnection`], each also wrapped in [`TransactionPooling`]; you do not build one
+/// yourself.
 #[derive(Debug)]
-pub struct ConnectionExecutor<'a, C>(&'a mut C);
+pub struct ConnectionExecutor<'a, C> {
+    conn: &'a mut C,
+    /// Named statements in sqlx's per-connection cache; unnamed ones under [`TransactionPooling`].
+    cache: bool,
+}
 
-/// On a caller's connection, statements are unnamed (`persistent(false)`): nothing is left prepared on the
-/// connection, so they also work through PgBouncer in transaction pooling mode, where the next transaction
-/// may run on another server connection that lacks (or already has, from another client) sqlx's
-/// `sqlx_s_N` statements. This costs one more round trip than a cached statement.
-impl AsyncExecutor for ConnectionExecutor<'_, PgConnection> {
-    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        fetch(&mut *self.0, sql, arg, false).await
+impl<'a, C> ConnectionExecutor<'a, C> {
+    fn new(conn: &'a mut C) -> Self {
+        Self { conn, cache: true }
     }
 }
 
-/// Unnamed statements, as on a `PgConnection`.
+/// By default sqlx prepares each statement once per connection under a name (`sqlx_s_N`) and keeps it in
+/// the connection's statement cache: one round trip per statement after the first. Under
+/// [`TransactionPooling`] statements are unnamed (`persistent(false)`).
+impl AsyncExecutor for ConnectionExecutor<'_, PgConnection> {
+    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
+        fetch(&mut *self.conn, sql, arg, self.cache).await
+    }
+}
+
+/// As on a `PgConnection`.
 impl AsyncExecutor for ConnectionExecutor<'_, AnyConnection> {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        fetch(&mut *self.0, sql, arg, false).await
+        fetch(&mut *self.conn, sql, arg, self.cache).await
+    }
+}
+
+/// A connection you hold behind PgBouncer in transaction pooling mode: jobq runs its statements on it
+/// unnamed (`sqlx::query(..).persistent(false)`), so nothing stays prepared on the connection.
+///
+/// Without it, sqlx caches named prepared statements (`sqlx_s_1`, …) per client connection; PgBouncer
+/// (before 1.21, or without `max_prepared_statements`) hands each transaction to whichever server
+/// connection is free, which lacks those statements or already has another client's under the same name
+/// (`prepared statement "sqlx_s_1" already exists`). Wrap what you would pass otherwise: `&mut *tx`,
+/// `&mut tx`, `&mut *conn`, any `&mut PgConnection`, and the same for a PostgreSQL
+/// [`AnyConnection`]. For a pool use [`PoolExecutor::transaction_pooling`](crate::PoolExecutor::transaction_pooling).
+///
+/// Use it **inside a transaction**: sqlx parses an unnamed statement and executes it in two exchanges
+/// (one more round trip than a cached statement), and outside a transaction PgBouncer may send the second
+/// one to another server connection.
+///
+/// ```no_run
+/// use jobq_sqlx::prelude::*; // with TransactionPooling
+/// use serde::Serialize;
+///
+/// #[derive(Serialize)]
+/// struct ProcessOrder { order_id: i64 }
+/// impl Task for ProcessOrder { const NAME: &'static str = "process_order"; }
+///
+/// # async fn demo(bouncer: &sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+/// let jobq = Jobq::default();
+/// let mut tx = bouncer.begin().await?;
+/// // Your own statements through PgBouncer need `persistent(false)` too.
+/// sqlx::query("INSERT INTO orders (id) VALUES ($1)")
+///     .bind(42_i64)
+///     .persistent(false)
+///     .execute(&mut *tx)
+///     .await?;
+/// let id = jobq.defer(&ProcessOrder { order_id: 42 }).run(TransactionPooling(&mut *tx)).await?;
+/// let status = jobq.status(id).run(TransactionPooling(&mut tx)).await?;
+/// tx.commit().await?;
+/// # Ok(()) }
+/// ```
+///
+/// A pool is not a connection to wrap:
+///
+/// ```compile_fail,E0277
+/// use jobq_sqlx::prelude::*;
+///
+/// async fn demo(jobq: Jobq, pool: &sqlx::PgPool) {
+///     let _ = jobq.status(JobId(1)).run(jobq_sqlx::TransactionPooling(pool)).await;
+/// }
+/// ```
+#[derive(Debug)]
+pub struct TransactionPooling<C>(pub C);
+
+/// Whatever a caller's connection converts into, with the statement cache off.
+impl<'a, C, K: 'a> IntoAsyncExecutor<Sqlx> for TransactionPooling<C>
+where
+    C: IntoAsyncExecutor<Sqlx, Executor = ConnectionExecutor<'a, K>>,
+    ConnectionExecutor<'a, K>: AsyncExecutor,
+{
+    type Executor = ConnectionExecutor<'a, K>;
+    fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
+        let executor = self.0.into_executor()?;
+        Ok(ConnectionExecutor {
+            cache: false,
+            ..executor
+        })
     }
 }
 
@@ -107,7 +182,7 @@ pub(crate) fn connector_error(e: sqlx::Error) -> ConnectorError {
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut PgConnection {
     type Executor = ConnectionExecutor<'a, PgConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
-        Ok(ConnectionExecutor(self))
+        Ok(ConnectionExecutor::new(self))
     }
 }
 
@@ -115,7 +190,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut PgConnection {
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut Transaction<'_, Postgres> {
     type Executor = ConnectionExecutor<'a, PgConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
-        Ok(ConnectionExecutor(self))
+        Ok(ConnectionExecutor::new(self))
     }
 }
 
@@ -123,7 +198,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut Transaction<'_, Postgres> {
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut PoolConnection<Postgres> {
     type Executor = ConnectionExecutor<'a, PgConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
-        Ok(ConnectionExecutor(self))
+        Ok(ConnectionExecutor::new(self))
     }
 }
 
@@ -139,7 +214,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut AnyConnection {
                 format!("AnyConnection to {backend}"),
             ));
         }
-        Ok(ConnectionExecutor(self))
+        Ok(ConnectionExecutor::new(self))
     }
 }
 

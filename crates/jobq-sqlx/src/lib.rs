@@ -28,25 +28,31 @@
 //! | `&mut *tx` ([`Transaction<Postgres>`](sqlx::Transaction)), or `&mut tx` | inside the transaction (also a nested one, a savepoint) |
 //! | `&mut *conn` ([`PoolConnection<Postgres>`](sqlx::pool::PoolConnection)), `&mut conn`, any `&mut PgConnection` | on that connection, inside its open transaction if any |
 //! | `&mut any_conn` ([`AnyConnection`](sqlx::AnyConnection)), `&mut *tx` of a `Transaction<Any>` | the same, when its backend is PostgreSQL; any other backend is refused with [`ErrorKind::Unsupported`](jobq_core::ErrorKind::Unsupported) before any SQL is sent |
+//! | [`TransactionPooling`]`(&mut *tx)`, or any connection above wrapped in it | as the wrapped connection, with unnamed statements: for PgBouncer's transaction pooling, inside a transaction (see below) |
 //! | `&pool` ([`PgPool`](sqlx::PgPool)), `&executor` ([`PoolExecutor`]) | one pooled connection per statement; no free connection within the pool's `acquire_timeout` is [`ErrorKind::PoolTimeout`](jobq_core::ErrorKind::PoolTimeout) |
 //!
 //! jobq never begins, commits or rolls back a transaction, nor changes a setting, on a connection you hand
-//! it: each operation is one statement, so it is atomic inside your transaction and costs two round trips
-//! (parse and describe, then bind and execute).
+//! it: each operation is one statement, so it is atomic inside your transaction.
 //!
-//! On a connection you hand it, jobq runs each statement as sqlx's unnamed statement
-//! (`sqlx::query(..).persistent(false)`): nothing stays prepared on your connection, and it works through
-//! PgBouncer in transaction pooling mode **inside a transaction** (`pool.begin()`). Outside one, sqlx
-//! parses and executes an unnamed statement in two exchanges, which PgBouncer may send to two different
-//! server connections: behind PgBouncer, hand jobq a connection only inside a transaction. Your own sqlx
-//! queries need `persistent(false)` there too.
+//! Statements run through `sqlx::query`, so sqlx prepares each one once per connection under a name
+//! (`sqlx_s_1`, …) and keeps it in the connection's statement cache
+//! (`PgConnectOptions::statement_cache_capacity`): one round trip per statement after the first. After the
+//! jobq schema is migrated to a new version, replace connections that cached the old statements (restart
+//! the application or close the pool), as PostgreSQL may refuse a cached plan whose result type changed.
 //!
-//! [`PoolExecutor`] (and `&pool`) prepares each statement once per connection and caches it
-//! (`PgConnectOptions::statement_cache_capacity`), one round trip per statement after the first; after the
-//! jobq schema is migrated to a new version, replace such connections (restart the application or close
-//! the pool), as PostgreSQL may refuse a cached plan whose result type changed. Behind PgBouncer's
-//! transaction pooling use [`PoolExecutor::transaction_pooling`], which runs each statement unnamed in a
-//! transaction of its own. See `docs/operations.md` (PgBouncer).
+//! **Behind PgBouncer in transaction pooling mode** (before 1.21, or without `max_prepared_statements`)
+//! those named statements break: the next transaction may run on a server connection that lacks them, or
+//! already has another client's under the same name (`prepared statement "sqlx_s_1" already exists`).
+//! There, opt out of the cache:
+//!
+//! - on a connection you hold, wrap it, **inside a transaction**: `run(TransactionPooling(&mut *tx))`
+//!   runs each statement unnamed (`persistent(false)`). sqlx parses and executes an unnamed statement in
+//!   two exchanges (one more round trip), which outside a transaction PgBouncer may send to two different
+//!   server connections. Your own sqlx queries need `persistent(false)` there too.
+//! - on a pool, use [`PoolExecutor::transaction_pooling`], which runs each statement unnamed in a
+//!   transaction of its own.
+//!
+//! See `docs/operations.md` (PgBouncer).
 //!
 //! Anything that is not a PostgreSQL connection of sqlx does not compile, for example a SQLite one:
 //!
@@ -76,7 +82,7 @@
 mod executor;
 mod pool;
 
-pub use executor::ConnectionExecutor;
+pub use executor::{ConnectionExecutor, TransactionPooling};
 pub use pool::PoolExecutor;
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
@@ -91,8 +97,8 @@ pub const CONNECTOR: &str = "jobq-sqlx";
 #[derive(Debug)]
 pub enum Sqlx {}
 
-/// What most users import: jobq's prelude, this crate's marker and its pool executor.
+/// What most users import: jobq's prelude, this crate's marker, its pool executor and the PgBouncer wrapper.
 pub mod prelude {
-    pub use crate::{PoolExecutor, Sqlx};
+    pub use crate::{PoolExecutor, Sqlx, TransactionPooling};
     pub use jobq_core::prelude::*;
 }

@@ -66,6 +66,8 @@ impl PoolExecutor {
     ///   statement is missing or, worse, is another client's. Two more round trips per statement.
     /// - a worker does not LISTEN through the pool (PgBouncer cannot keep a LISTEN across transactions); it
     ///   polls, unless [`listen_with`](Self::listen_with) names a direct connection to the server.
+    ///
+    /// On a connection you hold, the counterpart is [`TransactionPooling`](crate::TransactionPooling).
     pub fn transaction_pooling(mut self) -> Self {
         self.transaction_pooling = true;
         self

@@ -1,12 +1,13 @@
 //! What the conformance suite does not reach: the `Any` driver's refusal of other backends, savepoints,
-//! pool and connection failures, the LISTEN connection's life.
+//! prepared statements left on a caller's connection (or not, under `TransactionPooling`), pool and
+//! connection failures, the LISTEN connection's life.
 
 use jobq_core::worker::Backend;
 use jobq_core::{CancelOutcome, ErrorKind};
 use jobq_sqlx::prelude::*;
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{AnyConnection, Connection, PgConnection};
+use sqlx::{AnyConnection, Connection, PgConnection, Row};
 use std::time::Duration;
 
 #[derive(Serialize)]
@@ -98,6 +99,98 @@ async fn a_rolled_back_savepoint_takes_only_its_own_jobs() {
         jobq.status(kept).run(&mut conn).await.unwrap(),
         Status::Cancelled
     );
+}
+
+/// The statements prepared on `conn`, counted with the simple protocol so the count prepares nothing.
+async fn prepared(conn: &mut PgConnection) -> i64 {
+    let row = sqlx::raw_sql("SELECT count(*)::text FROM pg_prepared_statements")
+        .fetch_one(conn)
+        .await
+        .unwrap();
+    row.get::<String, _>(0).parse().unwrap()
+}
+
+#[tokio::test]
+async fn statements_are_cached_on_a_callers_connection_unless_wrapped_for_transaction_pooling() {
+    let db = jobq_tempdb::database();
+    let jobq = Jobq::default();
+
+    // By default sqlx prepares jobq's statements under a name and keeps them on the connection.
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    assert_eq!(prepared(&mut conn).await, 0);
+    let mut tx = conn.begin().await.unwrap();
+    let id = jobq
+        .defer(&ProcessOrder { order_id: 1 })
+        .run(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let cached = prepared(&mut conn).await;
+    assert!(cached > 0, "nothing prepared on the default path");
+    // Run again, the cached statement is reused, not prepared once more.
+    jobq.status(id).run(&mut conn).await.unwrap();
+    jobq.status(id).run(&mut conn).await.unwrap();
+    assert_eq!(
+        prepared(&mut conn).await,
+        cached + 1,
+        "status prepared once"
+    );
+
+    // Wrapped, every conversion runs unnamed statements: nothing stays prepared.
+    let mut conn = PgConnection::connect(db.url()).await.unwrap();
+    let mut tx = conn.begin().await.unwrap();
+    let id = jobq
+        .defer(&ProcessOrder { order_id: 2 })
+        .run(TransactionPooling(&mut *tx))
+        .await
+        .unwrap();
+    assert_eq!(
+        jobq.status(id)
+            .run(TransactionPooling(&mut tx))
+            .await
+            .unwrap(),
+        Status::Todo
+    );
+    tx.commit().await.unwrap();
+    assert_eq!(
+        jobq.cancel(id)
+            .run(TransactionPooling(&mut conn))
+            .await
+            .unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(prepared(&mut conn).await, 0, "statements left prepared");
+
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let mut pooled = pool.acquire().await.unwrap();
+    assert_eq!(
+        jobq.status(id)
+            .run(TransactionPooling(&mut pooled))
+            .await
+            .unwrap(),
+        Status::Cancelled
+    );
+    assert_eq!(prepared(&mut pooled).await, 0, "statements left prepared");
+
+    sqlx::any::install_default_drivers();
+    let mut any = AnyConnection::connect(db.url()).await.unwrap();
+    assert_eq!(
+        jobq.status(id)
+            .run(TransactionPooling(&mut any))
+            .await
+            .unwrap(),
+        Status::Cancelled
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
+        .persistent(false)
+        .fetch_one(&mut any)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "statements left prepared on the AnyConnection");
 }
 
 #[tokio::test]
