@@ -210,6 +210,37 @@ async fn an_idle_worker_starts_each_notified_job() {
     assert_eq!(log.lock().unwrap().len(), 5);
 }
 
+/// The fetch function's candidate list has a fixed bound, and the requested limit applies outside it: only
+/// that many jobs may be locked and marked `doing`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_takes_exactly_its_limit() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    client
+        .batch_execute(
+            "INSERT INTO jobq.jobs (task, args) SELECT 'record', '{}' FROM generate_series(1, 50)",
+        )
+        .await
+        .unwrap();
+    // (limit, jobs it takes, jobs doing afterwards) on 50 waiting jobs.
+    for (limit, taken, total) in [(3, 3, 3), (1, 1, 4), (20, 20, 24), (1000, 26, 50)] {
+        let fetched: i64 = client
+            .query_one(
+                "SELECT count(*) FROM jobq.fetch_jobs(jsonb_build_object('worker_id', 1, 'limit', $1::int))",
+                &[&limit],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let doing: i64 = client
+            .query_one("SELECT count(*) FROM jobq.jobs WHERE status = 'doing'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!((fetched, doing), (taken, total), "limit {limit}");
+    }
+}
+
 /// A row the model cannot read (here a schedule of `-infinity`, written by hand) fails with the reason
 /// instead of staying `doing` on a live worker forever; the worker goes on with the next job.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

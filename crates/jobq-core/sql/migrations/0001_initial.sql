@@ -129,9 +129,15 @@ $$;
 -- instead of on every call (an unnamed statement is planned each time it runs; these run as unnamed
 -- statements so they also work through PgBouncer in transaction pooling).
 
--- Input: {"worker_id": n, "queues": [..] or null for all, "limit": n}. Takes up to `limit` due jobs, highest
--- priority first then oldest, at most one per lock and none whose lock is held by a running job, marks them
--- `doing` for the worker and returns them.
+-- Input: {"worker_id": n, "queues": [..] or null for all, "limit": n ≤ 1000}. Takes up to `limit` due jobs,
+-- highest priority first then oldest, at most one per lock and none whose lock is held by a running job,
+-- marks them `doing` for the worker and returns them.
+--
+-- The candidates' LIMIT is a constant and `limit` applies outside: the CTE yields (and locks) rows only as
+-- they are taken, so no more than `limit` are locked, while the plan is the same for every call. A `LIMIT`
+-- parameter would make the cached generic plan look far costlier than a custom one (the planner guesses
+-- it at a tenth of the table), so PL/pgSQL would plan the statement anew on every call, which costs
+-- more than fetching a small batch.
 CREATE FUNCTION {schema}.fetch_jobs(p jsonb) RETURNS SETOF {schema}.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -141,7 +147,7 @@ DECLARE
                            THEN ARRAY(SELECT jsonb_array_elements_text(p->'queues')) END;
 BEGIN
     RETURN QUERY
-    WITH candidates AS (
+    WITH candidates AS MATERIALIZED (
         SELECT j.id
         FROM {schema}.jobs j
         WHERE j.status = 'todo'
@@ -154,12 +160,12 @@ BEGIN
                     WHERE e.lock = j.lock AND e.status = 'todo' AND e.scheduled_at <= now()
                       AND (e.priority > j.priority OR (e.priority = j.priority AND e.id < j.id)))))
         ORDER BY j.priority DESC, j.id
-        LIMIT wanted
+        LIMIT 1000
         FOR UPDATE OF j SKIP LOCKED
     )
     UPDATE {schema}.jobs j
     SET status = 'doing', attempts = j.attempts + 1, started_at = now(), worker_id = worker
-    WHERE j.id = ANY (ARRAY(SELECT id FROM candidates))
+    WHERE j.id = ANY (ARRAY(SELECT id FROM candidates LIMIT wanted))
     RETURNING j.*;
 END;
 $$;

@@ -171,9 +171,9 @@ impl<B: Backend> WorkerBuilder<B> {
         self
     }
 
-    /// The most jobs fetched in one statement (at least 1; 100 by default).
+    /// The most jobs fetched in one statement (1 to 1,000; 100 by default).
     pub fn fetch_batch(mut self, batch: usize) -> Self {
-        self.worker.config.fetch_batch = batch.max(1);
+        self.worker.config.fetch_batch = batch.clamp(1, 1000);
         self
     }
 
