@@ -129,15 +129,31 @@ $$;
 -- instead of on every call (an unnamed statement is planned each time it runs; these run as unnamed
 -- statements so they also work through PgBouncer in transaction pooling).
 
--- Input: {"worker_id": n, "queues": [..] or null for all, "limit": n ≤ 1000}. Takes up to `limit` due jobs,
--- highest priority first then oldest, at most one per lock and none whose lock is held by a running job,
--- marks them `doing` for the worker and returns them.
+-- The jobs a worker may start now: waiting, due, and the head of their lock (the first by priority, then
+-- age, of its waiting jobs) with no job of the lock running. A view, so every query that reads it plans
+-- it inline.
+CREATE VIEW {schema}.runnable_jobs AS
+    SELECT j.*
+    FROM {schema}.jobs j
+    WHERE j.status = 'todo'
+      AND j.scheduled_at <= now()
+      AND (j.lock IS NULL OR (
+            NOT EXISTS (SELECT 1 FROM {schema}.jobs d WHERE d.lock = j.lock AND d.status = 'doing')
+            AND NOT EXISTS (
+                SELECT 1 FROM {schema}.jobs e
+                WHERE e.lock = j.lock AND e.status = 'todo' AND e.scheduled_at <= now()
+                  AND (e.priority > j.priority OR (e.priority = j.priority AND e.id < j.id)))));
+
+-- Input: {"worker_id": n, "queues": [..] or null for all, "limit": n ≤ 1000}. Takes up to `limit` runnable
+-- jobs, highest priority first then oldest, marks them `doing` for the worker and returns them.
 --
--- The candidates' LIMIT is a constant and `limit` applies outside: the CTE yields (and locks) rows only as
--- they are taken, so no more than `limit` are locked, while the plan is the same for every call. A `LIMIT`
--- parameter would make the cached generic plan look far costlier than a custom one (the planner guesses
--- it at a tenth of the table), so PL/pgSQL would plan the statement anew on every call, which costs
--- more than fetching a small batch.
+-- From every queue, the statement's own LIMIT is a constant and `limit` applies outside it: the subquery
+-- yields (and locks) rows only as they are taken, so no more than `limit` are locked, and one cached plan
+-- serves every call. (A `LIMIT` parameter makes the generic plan look far costlier than a custom one, as
+-- the planner guesses it at a tenth of the table, so PL/pgSQL would plan the statement anew on each call,
+-- which costs more than fetching a small batch.) From chosen queues the statement is planned on each call
+-- on purpose: only the actual queues tell whether to walk the queue index (a small queue behind a large
+-- backlog) or the priority index (a large one), and a cached plan fits one case only.
 CREATE FUNCTION {schema}.fetch_jobs(p jsonb) RETURNS SETOF {schema}.jobs
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -145,28 +161,27 @@ DECLARE
     wanted integer := (p->>'limit')::integer;
     queues text[]  := CASE WHEN jsonb_typeof(p->'queues') = 'array'
                            THEN ARRAY(SELECT jsonb_array_elements_text(p->'queues')) END;
+    ids    bigint[];
 BEGIN
+    IF queues IS NULL THEN
+        ids := ARRAY(SELECT c.id FROM (SELECT r.id FROM {schema}.runnable_jobs r
+                                       ORDER BY r.priority DESC, r.id
+                                       LIMIT 1000 FOR UPDATE SKIP LOCKED) c
+                     LIMIT wanted);
+    ELSE
+        ids := ARRAY(SELECT r.id FROM {schema}.runnable_jobs r
+                     WHERE r.queue = ANY (queues)
+                     ORDER BY r.priority DESC, r.id
+                     LIMIT wanted FOR UPDATE SKIP LOCKED);
+    END IF;
     RETURN QUERY
-    WITH candidates AS MATERIALIZED (
-        SELECT j.id
-        FROM {schema}.jobs j
-        WHERE j.status = 'todo'
-          AND j.scheduled_at <= now()
-          AND (queues IS NULL OR j.queue = ANY (queues))
-          AND (j.lock IS NULL OR (
-                NOT EXISTS (SELECT 1 FROM {schema}.jobs d WHERE d.lock = j.lock AND d.status = 'doing')
-                AND NOT EXISTS (
-                    SELECT 1 FROM {schema}.jobs e
-                    WHERE e.lock = j.lock AND e.status = 'todo' AND e.scheduled_at <= now()
-                      AND (e.priority > j.priority OR (e.priority = j.priority AND e.id < j.id)))))
-        ORDER BY j.priority DESC, j.id
-        LIMIT 1000
-        FOR UPDATE OF j SKIP LOCKED
+    WITH taken AS (
+        UPDATE {schema}.jobs j
+        SET status = 'doing', attempts = j.attempts + 1, started_at = now(), worker_id = worker
+        WHERE j.id = ANY (ids)
+        RETURNING j.*
     )
-    UPDATE {schema}.jobs j
-    SET status = 'doing', attempts = j.attempts + 1, started_at = now(), worker_id = worker
-    WHERE j.id = ANY (ARRAY(SELECT id FROM candidates LIMIT wanted))
-    RETURNING j.*;
+    SELECT * FROM taken ORDER BY priority DESC, id;
 END;
 $$;
 
