@@ -32,6 +32,10 @@ demo:
 jobq *ARGS:
     cargo run -q -p jobq-cli -- {{ARGS}}
 
+# The benchmarks against their targets, e.g. `just bench --quick --json figures.json`.
+bench *ARGS:
+    cargo run --release -p jobq-bench -- {{ARGS}}
+
 # The fault tests with a 100,000-job soak.
 soak:
     JOBQ_SOAK_JOBS=100000 cargo test -p jobq-tests --release -- --nocapture
