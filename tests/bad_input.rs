@@ -17,19 +17,9 @@ async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Polls `sql` until it is true, for at most a minute.
 async fn wait_for(client: &tokio_postgres::Client, sql: &str) {
-    for _ in 0..1200 {
-        if client
-            .query_one(sql, &[])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition never held: {sql}");
+    jobq_tests::wait_until(client, sql, Duration::from_secs(60)).await;
 }
 
 struct Running {

@@ -2,7 +2,7 @@
 //! load, a soak of mixed jobs over several worker processes, an exhausted pool and a slow database.
 
 use jobq_core::{Error, ErrorKind, Jobq, NewJob, Operation, Status};
-use jobq_tests::{RUNS_TABLE, Slow};
+use jobq_tests::{RUNS_TABLE, Slow, wait_until};
 use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -40,23 +40,6 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .unwrap()
         .get(0)
 }
-
-async fn wait_until(client: &tokio_postgres::Client, sql: &str, limit: Duration) {
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if client
-            .query_one(sql, &[])
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("condition never held: {sql}");
-}
-
 fn slow(ms: u64) -> NewJob {
     NewJob::from_task(&Slow {
         ms,

@@ -64,3 +64,21 @@ pub fn worker(
         })
         .build())
 }
+
+/// Polls `sql` (one boolean column) on `client` until it is true; panics with the query after `limit`.
+/// A query that fails counts as not yet (the server may be restarting).
+pub async fn wait_until(client: &tokio_postgres::Client, sql: &str, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if client
+            .query_one(sql, &[])
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition never held: {sql}");
+}
