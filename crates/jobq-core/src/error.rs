@@ -215,6 +215,19 @@ pub enum Error {
     /// Input jobq refused before sending anything to the server.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// A worker's LISTEN connection did not receive a NOTIFY sent through its pool: it does not hear the
+    /// server, most likely because it goes through PgBouncer in transaction pooling mode.
+    #[error(
+        "the worker's LISTEN connection heard no notification within {} s of one sent through its pool; \
+         is it connected through PgBouncer in transaction pooling mode? Give the worker a direct \
+         connection for LISTEN (the adapter's `listen_with`), or turn listening off with \
+         `.listen(false)` and rely on polling",
+        waited.as_secs()
+    )]
+    ListenUnheard {
+        /// How long the worker waited for its probe.
+        waited: std::time::Duration,
+    },
     /// Task arguments could not be turned into JSON, or a stored row could not be read.
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),

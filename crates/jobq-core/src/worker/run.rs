@@ -1,7 +1,7 @@
 //! The worker's loops: fetch, run, complete, listen, heartbeat and recover, periodic deferral.
 
 use super::task::{JobContext, JobError, Registered};
-use super::{Backend, Config, Worker, panic_message};
+use super::{Backend, Config, Notification, Worker, panic_message};
 use crate::{Error, ErrorKind, Job, JobId, Jobq, Query};
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
@@ -139,9 +139,14 @@ pub(super) async fn run<B: Backend>(
         completed,
         stop_completer.clone(),
     ));
+    let listening = if shared.config.listen {
+        open_listener(&shared).await?
+    } else {
+        None
+    };
     let mut helpers = vec![tokio::spawn(maintain(shared.clone()))];
-    if shared.config.listen {
-        helpers.push(tokio::spawn(listen(shared.clone())));
+    if let Some(notifications) = listening {
+        helpers.push(tokio::spawn(listen(shared.clone(), notifications)));
     }
     if !periodic.is_empty() {
         helpers.push(tokio::spawn(defer_periodic(shared.clone(), periodic)));
@@ -435,39 +440,80 @@ async fn complete_loop<B: Backend>(
     }
 }
 
-/// LISTENs for new jobs and abort requests, reconnecting by itself; polling covers the gaps.
-async fn listen<B: Backend>(shared: Arc<Shared<B>>) {
-    let channel = shared.jobq.channel().to_owned();
+/// How long a starting worker waits to hear its own probe NOTIFY.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens the LISTEN connection and checks that it hears: a NOTIFY sent through the pool must arrive. `None`
+/// when the backend cannot LISTEN (the worker polls).
+async fn open_listener<B: Backend>(
+    shared: &Shared<B>,
+) -> Result<Option<mpsc::UnboundedReceiver<Notification>>, Error> {
+    let mut notifications = match shared.backend.listen(channels(&shared.jobq)).await {
+        Ok(notifications) => notifications,
+        Err(e) if e.kind == ErrorKind::Unsupported => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let token = format!("jobq-probe-{}", shared.worker_id());
+    let probe = shared.jobq.query(
+        &shared.jobq.statements().notify_probe,
+        Some(token.clone()),
+        |_| Ok(()),
+    );
+    shared.run(probe).await?;
+    let heard = tokio::time::timeout(PROBE_TIMEOUT, async {
+        while let Some(n) = notifications.recv().await {
+            if n.payload == token {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    match heard {
+        Ok(true) => Ok(Some(notifications)),
+        _ => Err(Error::ListenUnheard {
+            waited: PROBE_TIMEOUT,
+        }),
+    }
+}
+
+/// The channels a worker LISTENs on: new jobs and abort requests.
+fn channels(jobq: &Jobq) -> Vec<String> {
+    vec![jobq.channel().to_owned(), jobq.abort_channel()]
+}
+
+/// Handles notifications, and LISTENs again by itself when the connection is lost; polling covers the gaps.
+async fn listen<B: Backend>(
+    shared: Arc<Shared<B>>,
+    mut notifications: mpsc::UnboundedReceiver<Notification>,
+) {
     let abort_channel = shared.jobq.abort_channel();
     loop {
-        match shared
-            .backend
-            .listen(vec![channel.clone(), abort_channel.clone()])
-            .await
-        {
-            Ok(mut notifications) => {
-                shared.wake.notify_one();
-                while let Some(n) = notifications.recv().await {
-                    if n.channel == abort_channel {
-                        if let Ok(id) = n.payload.parse() {
-                            shared.abort(JobId(id), false);
-                        }
-                    } else if n.payload.is_empty()
-                        || shared
-                            .config
-                            .queues
-                            .as_ref()
-                            .is_none_or(|q| q.contains(&n.payload))
-                    {
-                        shared.wake.notify_one();
-                    }
+        while let Some(n) = notifications.recv().await {
+            if n.channel == abort_channel {
+                if let Ok(id) = n.payload.parse() {
+                    shared.abort(JobId(id), false);
                 }
-                tracing::warn!("the LISTEN connection was lost; polling until it is back");
+            } else if n.payload.is_empty()
+                || shared
+                    .config
+                    .queues
+                    .as_ref()
+                    .is_none_or(|q| q.contains(&n.payload))
+            {
+                shared.wake.notify_one();
             }
-            Err(e) if e.kind == ErrorKind::Unsupported => return,
-            Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling meanwhile"),
         }
-        tokio::time::sleep(shared.config.poll_interval).await;
+        tracing::warn!("the LISTEN connection was lost; polling until it is back");
+        notifications = loop {
+            tokio::time::sleep(shared.config.poll_interval).await;
+            match shared.backend.listen(channels(&shared.jobq)).await {
+                Ok(notifications) => break notifications,
+                Err(e) => tracing::warn!(error = %e, "LISTEN failed; polling meanwhile"),
+            }
+        };
+        // Jobs deferred while the connection was down were not announced.
+        shared.wake.notify_one();
     }
 }
 
