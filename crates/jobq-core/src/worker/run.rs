@@ -119,6 +119,11 @@ pub(super) async fn run<B: Backend>(
         config,
     } = worker;
     jobq.check_schema().run(backend.executor()).await?;
+    let listening = if config.listen {
+        open_listener(&jobq, &backend).await?
+    } else {
+        None
+    };
     let id = register(&jobq, &config).run(backend.executor()).await?;
     let (completions, completed) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -139,11 +144,6 @@ pub(super) async fn run<B: Backend>(
         completed,
         stop_completer.clone(),
     ));
-    let listening = if shared.config.listen {
-        open_listener(&shared).await?
-    } else {
-        None
-    };
     let mut helpers = vec![tokio::spawn(maintain(shared.clone()))];
     if let Some(notifications) = listening {
         helpers.push(tokio::spawn(listen(shared.clone(), notifications)));
@@ -446,20 +446,23 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens the LISTEN connection and checks that it hears: a NOTIFY sent through the pool must arrive. `None`
 /// when the backend cannot LISTEN (the worker polls).
 async fn open_listener<B: Backend>(
-    shared: &Shared<B>,
+    jobq: &Jobq,
+    backend: &B,
 ) -> Result<Option<mpsc::UnboundedReceiver<Notification>>, Error> {
-    let mut notifications = match shared.backend.listen(channels(&shared.jobq)).await {
+    let mut notifications = match backend.listen(channels(jobq)).await {
         Ok(notifications) => notifications,
         Err(e) if e.kind == ErrorKind::Unsupported => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let token = format!("jobq-probe-{}", shared.worker_id());
-    let probe = shared.jobq.query(
-        &shared.jobq.statements().notify_probe,
-        Some(token.clone()),
-        |_| Ok(()),
+    let token = format!(
+        "jobq-probe-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
     );
-    shared.run(probe).await?;
+    let probe = jobq.query(&jobq.statements().notify_probe, Some(token.clone()), |_| {
+        Ok(())
+    });
+    probe.run(backend.executor()).await?;
     let heard = tokio::time::timeout(PROBE_TIMEOUT, async {
         while let Some(n) = notifications.recv().await {
             if n.payload == token {
