@@ -66,7 +66,7 @@ fn main() -> Result<(), BoxError> {
         CancelOutcome::Cancelled
     );
     drop(conn);
-    let executor = PoolExecutor(pool);
+    let executor = PoolExecutor::new(pool);
     for job in jobq.list(&JobFilter::default()).run_blocking(&executor)? {
         println!("job {} {} {}: {}", job.id, job.task, job.args, job.status);
     }

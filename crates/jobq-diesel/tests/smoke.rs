@@ -1,6 +1,8 @@
 //! What the async conformance suite does not reach: plain blocking use without any runtime, through
-//! `conn.transaction(|conn| …)` itself (and its nested savepoints), r2d2's pooled connections, and pool
-//! failures. Every effect is observed from a second connection.
+//! `conn.transaction(|conn| …)` itself (and its nested savepoints), r2d2's pooled connections, the
+//! prepared statements left on a caller's connection and the pool's (or not, under `TransactionPooling`
+//! and `PoolExecutor::transaction_pooling`), and pool failures. Every effect is observed from a second
+//! connection.
 
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
@@ -163,7 +165,7 @@ fn pooled_connections_status_and_cancel() {
         jobq.status(id).run_blocking(&pool).unwrap(),
         Status::Cancelled
     );
-    let executor = PoolExecutor(pool);
+    let executor = PoolExecutor::new(pool);
     assert_eq!(
         jobq.cancel(id).run_blocking(&executor).unwrap(),
         CancelOutcome::Unchanged
@@ -171,6 +173,111 @@ fn pooled_connections_status_and_cancel() {
     assert_eq!(
         jobq.status(id).run_blocking(&mut observer).unwrap(),
         Status::Cancelled
+    );
+}
+
+/// jobq's statements prepared on `conn`, counted through `sql_query`, which prepares nothing under a name.
+/// (Pooled connections also hold r2d2's connection check, diesel's `SELECT 1`.)
+fn prepared(conn: &mut PgConnection) -> i64 {
+    count(
+        conn,
+        "SELECT * FROM pg_prepared_statements WHERE statement LIKE '%\"jobq\".%'",
+    )
+}
+
+#[test]
+fn statements_are_cached_on_a_callers_connection_unless_wrapped_for_transaction_pooling() {
+    let (db, mut conn, _observer) = setup();
+    let jobq = Jobq::default();
+    let defer_in_tx = |conn: &mut PgConnection, order_id: i64| {
+        conn.transaction::<_, BoxError, _>(|conn| {
+            diesel::sql_query(format!("INSERT INTO orders VALUES ({order_id})")).execute(conn)?;
+            Ok(jobq.defer(&ProcessOrder { order_id }).run_blocking(conn)?)
+        })
+        .unwrap()
+    };
+
+    // By default diesel prepares jobq's statements under a name and keeps them on the connection.
+    assert_eq!(prepared(&mut conn), 0);
+    let id = defer_in_tx(&mut conn, 1);
+    let cached = prepared(&mut conn);
+    assert!(cached > 0, "nothing prepared on the default path");
+    // Run again, the cached statement is reused, not prepared once more.
+    defer_in_tx(&mut conn, 2);
+    assert_eq!(prepared(&mut conn), cached, "defer prepared once");
+    jobq.status(id).run_blocking(&mut conn).unwrap();
+    jobq.status(id).run_blocking(&mut conn).unwrap();
+    assert_eq!(prepared(&mut conn), cached + 1, "status prepared once");
+
+    // Wrapped, statements are unnamed, inside a transaction and outside one: nothing stays prepared.
+    let mut conn = PgConnection::establish(db.url()).unwrap();
+    let id = conn
+        .transaction::<_, BoxError, _>(|conn| {
+            let id = jobq
+                .defer(&ProcessOrder { order_id: 3 })
+                .run_blocking(TransactionPooling(&mut *conn))?;
+            assert_eq!(
+                jobq.status(id).run_blocking(TransactionPooling(conn))?,
+                Status::Todo
+            );
+            Ok(id)
+        })
+        .unwrap();
+    assert_eq!(
+        jobq.cancel(id)
+            .run_blocking(TransactionPooling(&mut conn))
+            .unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(prepared(&mut conn), 0, "statements left prepared");
+
+    let pool = jobq_diesel::pool(db.url(), 1).unwrap();
+    let mut pooled = pool.get().unwrap();
+    assert_eq!(
+        jobq.status(id)
+            .run_blocking(TransactionPooling(&mut pooled))
+            .unwrap(),
+        Status::Cancelled
+    );
+    assert_eq!(prepared(&mut pooled), 0, "statements left prepared");
+}
+
+#[test]
+fn pool_statements_are_cached_unless_the_pool_is_set_for_transaction_pooling() {
+    let (db, _conn, _observer) = setup();
+    let jobq = Jobq::default();
+    let defer = |executor: &PoolExecutor, order_id: i64| {
+        jobq.defer(&ProcessOrder { order_id })
+            .run_blocking(executor)
+            .unwrap()
+    };
+
+    // One connection, so every statement runs on the one whose statements are counted.
+    let cached = PoolExecutor::new(jobq_diesel::pool(db.url(), 1).unwrap());
+    let id = defer(&cached, 1);
+    let after_one = prepared(&mut cached.pool().get().unwrap());
+    assert!(after_one > 0, "nothing prepared on the default path");
+    defer(&cached, 2);
+    assert_eq!(
+        jobq.status(id).run_blocking(cached.pool()).unwrap(),
+        Status::Todo
+    );
+    assert_eq!(
+        prepared(&mut cached.pool().get().unwrap()),
+        after_one + 1,
+        "defer prepared once, status once"
+    );
+
+    let unnamed = PoolExecutor::new(jobq_diesel::pool(db.url(), 1).unwrap()).transaction_pooling();
+    let id = defer(&unnamed, 3);
+    assert_eq!(
+        jobq.status(id).run_blocking(&unnamed).unwrap(),
+        Status::Todo
+    );
+    assert_eq!(
+        prepared(&mut unnamed.pool().get().unwrap()),
+        0,
+        "statements left prepared"
     );
 }
 
