@@ -181,8 +181,9 @@ impl Runner for SyncClient {
     }
 }
 
+/// diesel's pool behind PgBouncer: a [`jobq_diesel::PoolExecutor`] in transaction pooling mode.
 #[derive(Clone)]
-struct DieselPool(jobq_diesel::PgPool);
+struct DieselPool(jobq_diesel::PoolExecutor);
 impl Runner for DieselPool {
     async fn run<T: Send + 'static>(&self, query: Query<T>) -> Result<T, Error> {
         let pool = self.0.clone();
@@ -190,12 +191,17 @@ impl Runner for DieselPool {
     }
 }
 
+/// A diesel connection the caller holds, wrapped in [`jobq_diesel::TransactionPooling`] (unnamed
+/// statements), outside any transaction.
 #[derive(Clone)]
 struct DieselConn(Arc<Mutex<diesel::PgConnection>>);
 impl Runner for DieselConn {
     async fn run<T: Send + 'static>(&self, query: Query<T>) -> Result<T, Error> {
         let conn = self.0.clone();
-        blocking(move || query.run_blocking(&mut *conn.lock().unwrap())).await
+        blocking(move || {
+            query.run_blocking(jobq_diesel::TransactionPooling(&mut *conn.lock().unwrap()))
+        })
+        .await
     }
 }
 
@@ -495,10 +501,13 @@ async fn postgres_through_pgbouncer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diesel_through_pgbouncer() {
     use diesel::{Connection, RunQueryDsl};
+    use jobq_diesel::TransactionPooling;
     let Some(setup) = setup("diesel_through_pgbouncer").await else {
         return;
     };
     let url = setup.bouncer.clone();
+    // `conn.transaction(..)` with `TransactionPooling(&mut *conn)`, as users write it behind PgBouncer:
+    // commit, then roll back.
     let (conn, inside, first, batch, doomed) = blocking(move || {
         let jobq = Jobq::default();
         let mut conn = diesel::PgConnection::establish(&url).unwrap();
@@ -507,16 +516,26 @@ async fn diesel_through_pgbouncer() {
                 diesel::sql_query("INSERT INTO orders VALUES (1)")
                     .execute(conn)
                     .unwrap();
-                let first = jobq.defer_job(order_job(1)).run_blocking(&mut *conn)?;
-                let batch = jobq.defer_batch(two_jobs()).run_blocking(&mut *conn)?;
-                let status = jobq.status(first).run_blocking(&mut *conn)?;
+                let first = jobq
+                    .defer_job(order_job(1))
+                    .run_blocking(TransactionPooling(&mut *conn))?;
+                let batch = jobq
+                    .defer_batch(two_jobs())
+                    .run_blocking(TransactionPooling(&mut *conn))?;
+                let status = jobq
+                    .status(first)
+                    .run_blocking(TransactionPooling(&mut *conn))?;
                 Ok((first, batch, status))
             })
             .unwrap();
         let mut rolled_back = None;
         let outcome = conn.transaction::<(), BoxError, _>(|conn| {
-            let doomed = jobq.defer_job(order_job(2)).run_blocking(&mut *conn)?;
-            let cancel = jobq.cancel(first).run_blocking(&mut *conn)?;
+            let doomed = jobq
+                .defer_job(order_job(2))
+                .run_blocking(TransactionPooling(&mut *conn))?;
+            let cancel = jobq
+                .cancel(first)
+                .run_blocking(TransactionPooling(&mut *conn))?;
             rolled_back = Some((doomed, cancel));
             Err("roll back".into())
         });
@@ -539,7 +558,9 @@ async fn diesel_through_pgbouncer() {
         conns.push(DieselConn(Arc::new(Mutex::new(conn))));
     }
     operations(&setup, conns, "caller").await;
-    let pool = jobq_diesel::pool(&setup.bouncer, CLIENTS as u32).unwrap();
+    let pool =
+        jobq_diesel::PoolExecutor::new(jobq_diesel::pool(&setup.bouncer, CLIENTS as u32).unwrap())
+            .transaction_pooling();
     operations(&setup, vec![DieselPool(pool); CLIENTS], "pool").await;
 }
 
@@ -708,7 +729,8 @@ async fn diesel_worker_polls_through_pgbouncer() {
     let Some(setup) = setup("diesel_worker_polls_through_pgbouncer").await else {
         return;
     };
-    let pool = jobq_diesel::pool(&setup.bouncer, 4).unwrap();
+    let pool = jobq_diesel::PoolExecutor::new(jobq_diesel::pool(&setup.bouncer, 4).unwrap())
+        .transaction_pooling();
     polling_worker_drains(
         &setup,
         jobq_diesel::backend(pool.clone()),
