@@ -681,6 +681,47 @@ async fn polling_worker_drains<B: Backend, R: Runner>(
     );
 }
 
+/// LISTEN through PgBouncer in transaction pooling cannot hear: a worker left to LISTEN there refuses to
+/// start, with a message that says what to do, instead of running deaf; it leaves no worker row behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_listening_through_pgbouncer_fails_clearly() {
+    let Some(setup) = setup("a_worker_listening_through_pgbouncer_fails_clearly").await else {
+        return;
+    };
+    // `connect` LISTENs on a connection made from the same URL: through PgBouncer too.
+    let tokio_backend = jobq_tokio_postgres::PoolExecutor::connect(&setup.bouncer, 2).unwrap();
+    let sync_backend = jobq_postgres::PoolExecutor::connect(&setup.bouncer, 2).unwrap();
+    let errors = [
+        deaf_worker_error(tokio_backend).await,
+        deaf_worker_error(sync_backend).await,
+    ];
+    for error in errors {
+        let message = error.to_string();
+        assert!(matches!(error, Error::ListenUnheard { .. }), "{error:?}");
+        assert!(
+            message.contains("PgBouncer")
+                && message.contains("listen_with")
+                && message.contains(".listen(false)"),
+            "the message says what to do: {message}"
+        );
+    }
+    assert_eq!(setup.count("SELECT 1 FROM jobq.workers").await, 0);
+}
+
+/// How a worker that LISTENs (the default) on `backend` ends.
+async fn deaf_worker_error<B: Backend>(backend: B) -> Error {
+    let worker = Worker::builder(Jobq::default(), backend)
+        .task(|_: Work, _: JobContext| async { Ok(()) })
+        .build();
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        worker.run_until(std::future::pending()),
+    )
+    .await
+    .expect("the worker gave up within its probe timeout")
+    .expect_err("a worker that cannot hear does not start")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokio_postgres_worker_polls_through_pgbouncer() {
     let Some(setup) = setup("tokio_postgres_worker_polls_through_pgbouncer").await else {
