@@ -9,13 +9,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
+use jobq_tests::connect;
 
 /// Polls `sql` until it is true, for at most a minute.
 async fn wait_for(client: &tokio_postgres::Client, sql: &str) {

@@ -2,18 +2,10 @@
 //! load, a soak of mixed jobs over several worker processes, an exhausted pool and a slow database.
 
 use jobq_core::{Error, ErrorKind, Jobq, NewJob, Operation, Status};
-use jobq_tests::{RUNS_TABLE, Slow, wait_until};
+use jobq_tests::{RUNS_TABLE, Slow, connect, wait_until};
 use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::Duration;
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
 
 fn spawn_worker(url: &str, concurrency: usize) -> Child {
     Command::new(env!("CARGO_BIN_EXE_fault-worker"))

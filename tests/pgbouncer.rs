@@ -23,18 +23,12 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use jobq_tests::connect;
+
 /// Client connections per pool: more than PgBouncer's server connections per database.
 const CLIENTS: usize = 8;
 /// Rounds of operations per client.
 const ROUNDS: usize = 4;
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
-}
 
 /// The test's database, its URL through PgBouncer, and a direct connection that checks the results.
 struct Setup {
@@ -76,19 +70,7 @@ impl Setup {
     }
 
     async fn wait_for(&self, sql: &str) {
-        for _ in 0..1200 {
-            if self
-                .observer
-                .query_one(sql, &[])
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false)
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("condition never held: {sql}");
+        jobq_tests::wait_until(&self.observer, sql, Duration::from_secs(60)).await;
     }
 }
 

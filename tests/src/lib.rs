@@ -82,3 +82,12 @@ pub async fn wait_until(client: &tokio_postgres::Client, sql: &str, limit: Durat
     }
     panic!("condition never held: {sql}");
 }
+
+/// A plain tokio-postgres connection to `url`, driven on the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
