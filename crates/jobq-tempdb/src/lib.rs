@@ -389,9 +389,15 @@ fn run(command: &mut Command) -> Result<(), Error> {
 /// A shell in its own process group that waits for this process's end (its stdin closes), then stops the
 /// server and deletes its files.
 fn spawn_watchdog(as_root: bool, bin: &Path, dir: &Path) -> Result<ChildStdin, Error> {
-    use std::os::unix::process::CommandExt;
     let stop = stop_command(as_root, bin, &dir.join("data"));
-    let script = format!("read _; {stop}; rm -rf '{}'", dir.display());
+    watchdog(&format!("{stop}; rm -rf '{}'", dir.display()))
+}
+
+/// A shell in its own process group (so a signal to the tests does not reach it first) that runs
+/// `cleanup` once this process ends: the returned stdin closes then, even after SIGKILL.
+pub(crate) fn watchdog(cleanup: &str) -> Result<ChildStdin, Error> {
+    use std::os::unix::process::CommandExt;
+    let script = format!("read _; {cleanup}");
     let mut child: Child = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::piped())

@@ -6,8 +6,7 @@
 //! with every database of the server behind it. Like the server, it is stopped and its files deleted when
 //! the process ends, however it ends: a watchdog process holds a pipe from this one.
 
-use crate::{Error, TestDatabase, off_runtime, run, server};
-use std::io::Write;
+use crate::{Error, TestDatabase, off_runtime, run, server, watchdog};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -208,19 +207,10 @@ fn launch(
         .process_group(0)
         .spawn()?;
     let pid = child.id();
-    let script = format!(
-        "read _; kill -INT {pid} 2>/dev/null; sleep 1; kill -KILL {pid} 2>/dev/null; rm -rf '{}'",
+    let stdin = watchdog(&format!(
+        "kill -INT {pid} 2>/dev/null; sleep 1; kill -KILL {pid} 2>/dev/null; rm -rf '{}'",
         dir.display()
-    );
-    let mut watchdog = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()?;
-    let mut stdin = watchdog.stdin.take().expect("piped stdin");
-    stdin.flush()?;
+    ))?;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(status) = child.try_wait()? {
