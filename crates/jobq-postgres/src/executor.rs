@@ -28,7 +28,7 @@ impl<C: GenericClient + ?Sized> BlockingExecutor for ConnectionExecutor<'_, C> {
 }
 
 /// Column 0 of every row, as text.
-fn read_rows(rows: &[Row]) -> Result<Vec<String>, ConnectorError> {
+pub(crate) fn read_rows(rows: &[Row]) -> Result<Vec<String>, ConnectorError> {
     rows.iter()
         .map(|row| {
             row.try_get::<_, String>(0)

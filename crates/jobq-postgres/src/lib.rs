@@ -31,11 +31,14 @@
 //! | `&mut tx` ([`postgres::Transaction`], also a savepoint) | inside the transaction |
 //! | `&mut conn` ([`r2d2::PooledConnection`]) | the same, on a checked-out connection |
 //! | `&pool` ([`r2d2::Pool`] of [`r2d2_postgres::PostgresConnectionManager`]), `&executor` ([`PoolExecutor`]) | one pooled connection per statement |
+//! | [`statements.on(&mut client)`](StatementCache::on), `statements.on(&mut tx)` | on that connection or transaction, with jobq's statements prepared once |
 //!
 //! jobq never begins, commits or rolls back a transaction, nor changes a setting, on a connection you hand
 //! it: each operation is one statement, so it is atomic inside your transaction and costs one round trip.
 //! Statements run unnamed (`query_typed`), so nothing stays prepared on the connection and jobq works
-//! through PgBouncer in transaction pooling mode.
+//! through PgBouncer in transaction pooling mode; the server then parses and plans each one on every call.
+//! Where you defer often on a connection you keep, keep a [`StatementCache`] beside it, as you would
+//! prepare your own statements once: each of jobq's statements is then prepared on first use and reused.
 //!
 //! The `postgres` client drives a runtime of its own, so call it from plain threads (or tokio's
 //! `spawn_blocking`), never from an async task. Anything that is not a `postgres` connection does not
@@ -57,9 +60,11 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod executor;
 mod pool;
 
+pub use cache::{Prepared, StatementCache};
 pub use executor::ConnectionExecutor;
 pub use pool::{Manager, Pool, PoolExecutor, pool};
 
@@ -77,6 +82,6 @@ pub enum SyncPostgres {}
 
 /// What most users import: jobq's prelude, and this crate's pool executor.
 pub mod prelude {
-    pub use crate::{PoolExecutor, SyncPostgres};
+    pub use crate::{PoolExecutor, StatementCache, SyncPostgres};
     pub use jobq_core::prelude::*;
 }

@@ -1,13 +1,14 @@
-//! jobq's conformance suite through the sync `postgres` crate, twice: on a `&mut Client` whose transaction
-//! the test opens with `BEGIN`, and on a real `postgres::Transaction` from `client.transaction()`. The
-//! pooled cases run on an r2d2 pool, the worker cases on a `PoolExecutor` that LISTENs.
+//! jobq's conformance suite through the sync `postgres` crate, three times: on a `&mut Client` whose
+//! transaction the test opens with `BEGIN`, on the same with a `StatementCache`, and on a real
+//! `postgres::Transaction` from `client.transaction()`. The pooled cases run on an r2d2 pool, the worker
+//! cases on a `PoolExecutor` that LISTENs.
 //!
 //! The suite is async and the `postgres` client blocks on a runtime of its own, which must not happen on a
 //! tokio worker thread: every call runs on tokio's blocking threads or on a thread of its own, and the
 //! clients and pools are dropped off the runtime too (dropping a client closes it by blocking).
 
 use jobq_core::{Error, Query};
-use jobq_postgres::PoolExecutor;
+use jobq_postgres::{PoolExecutor, StatementCache};
 use jobq_testkit::{CallerConnection, Harness, PooledConnection, WorkerHarness};
 use postgres::{Client, GenericClient, NoTls, SimpleQueryMessage, Transaction};
 use std::sync::{Arc, Mutex, mpsc};
@@ -60,21 +61,30 @@ async fn pool(url: &str) -> Pool {
     ))
 }
 
-/// The caller's `Client`, used as users do: `run_blocking(&mut client)`.
+/// The caller's `Client`, used as users do: `run_blocking(&mut client)`, or with a [`StatementCache`] beside
+/// it: `run_blocking(statements.on(&mut client))`.
 ///
 /// The transaction is opened and ended with `batch_execute("BEGIN")` and friends because a
 /// `postgres::Transaction` borrows the client mutably, so a struct cannot keep both across the harness's
 /// separate begin/run/commit calls. jobq cannot tell the difference: it sees the same open transaction on
 /// the same connection. The real `Transaction` path is exercised by [`ViaTransaction`].
-struct ClientConn(Option<Arc<Mutex<Client>>>);
+struct ClientConn(Option<Arc<Mutex<Held>>>);
+
+/// The client, and its statement cache when the harness uses one.
+struct Held {
+    client: Client,
+    statements: Option<StatementCache>,
+}
 
 impl ClientConn {
-    async fn with<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Client) -> T + Send + 'static,
-    ) -> T {
-        let client = self.0.clone().unwrap();
-        blocking(move || f(&mut client.lock().unwrap())).await
+    async fn new(url: &str, statements: Option<StatementCache>) -> Self {
+        let client = connect(url).await;
+        Self(Some(Arc::new(Mutex::new(Held { client, statements }))))
+    }
+
+    async fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Held) -> T + Send + 'static) -> T {
+        let held = self.0.clone().unwrap();
+        blocking(move || f(&mut held.lock().unwrap())).await
     }
 }
 
@@ -86,20 +96,27 @@ impl Drop for ClientConn {
 
 impl CallerConnection for ClientConn {
     async fn begin(&mut self) {
-        self.with(|c| c.batch_execute("BEGIN").unwrap()).await;
+        self.with(|h| h.client.batch_execute("BEGIN").unwrap())
+            .await;
     }
     async fn commit(&mut self) {
-        self.with(|c| c.batch_execute("COMMIT").unwrap()).await;
+        self.with(|h| h.client.batch_execute("COMMIT").unwrap())
+            .await;
     }
     async fn rollback(&mut self) {
-        self.with(|c| c.batch_execute("ROLLBACK").unwrap()).await;
+        self.with(|h| h.client.batch_execute("ROLLBACK").unwrap())
+            .await;
     }
     async fn sql(&mut self, sql: &str) -> Result<Option<String>, String> {
         let sql = sql.to_owned();
-        self.with(move |c| first_text(c, &sql)).await
+        self.with(move |h| first_text(&mut h.client, &sql)).await
     }
     async fn run<T: Send + 'static>(&mut self, query: Query<T>) -> Result<T, Error> {
-        self.with(move |c| query.run_blocking(&mut *c)).await
+        self.with(move |h| match &mut h.statements {
+            Some(statements) => query.run_blocking(statements.on(&mut h.client)),
+            None => query.run_blocking(&mut h.client),
+        })
+        .await
     }
 }
 
@@ -115,7 +132,22 @@ impl Harness for ViaClient {
     type Conn = ClientConn;
     type Pool = Pool;
     async fn connect(url: &str) -> ClientConn {
-        ClientConn(Some(Arc::new(Mutex::new(connect(url).await))))
+        ClientConn::new(url, None).await
+    }
+    async fn pool(url: &str) -> Pool {
+        pool(url).await
+    }
+}
+
+/// The caller's `Client` with jobq's statements prepared once in a [`StatementCache`].
+struct ViaStatementCache;
+
+impl Harness for ViaStatementCache {
+    const CONNECTOR: &'static str = jobq_postgres::CONNECTOR;
+    type Conn = ClientConn;
+    type Pool = Pool;
+    async fn connect(url: &str) -> ClientConn {
+        ClientConn::new(url, Some(StatementCache::new())).await
     }
     async fn pool(url: &str) -> Pool {
         pool(url).await
@@ -268,4 +300,8 @@ mod client {
 mod transaction {
     jobq_testkit::conformance_tests!(super::ViaTransaction);
     jobq_testkit::worker_tests!(super::ViaTransaction);
+}
+
+mod statement_cache {
+    jobq_testkit::conformance_tests!(super::ViaStatementCache);
 }

@@ -146,3 +146,41 @@ fn a_lost_connection_is_a_connection_error() {
         .unwrap_err();
     assert_eq!(err.connector_kind(), Some(ErrorKind::Connection), "{err}");
 }
+
+#[test]
+fn a_statement_cache_prepares_each_statement_once_per_connection() {
+    let db = jobq_tempdb::database();
+    let mut client = Client::connect(db.url(), NoTls).unwrap();
+    let mut other = Client::connect(db.url(), NoTls).unwrap();
+    let jobq = Jobq::default();
+    let mut statements = StatementCache::new();
+
+    for order_id in 1..=3 {
+        let mut tx = client.transaction().unwrap();
+        let id = jobq
+            .defer(&ProcessOrder { order_id })
+            .run_blocking(statements.on(&mut tx))
+            .unwrap();
+        let status = jobq.status(id).run_blocking(statements.on(&mut tx));
+        assert_eq!(status.unwrap(), Status::Todo);
+        tx.commit().unwrap();
+    }
+    assert_eq!(statements.len(), 2, "one defer and one status statement");
+    let prepared: i64 = client
+        .query_one("SELECT count(*) FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared_statements%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, 2, "the server holds the same two statements");
+
+    // The cache belongs to `client`: on another connection its statements do not exist.
+    let err = jobq
+        .status(JobId(1))
+        .run_blocking(statements.on(&mut other))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    let jobs: i64 = other
+        .query_one("SELECT count(*) FROM jobq.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 3);
+}

@@ -30,11 +30,14 @@
 //! | `&tx`, `&mut tx` ([`tokio_postgres::Transaction`], also a savepoint) | inside the transaction |
 //! | `&object` ([`deadpool_postgres::Object`]), `&tx` ([`deadpool_postgres::Transaction`]) | the same, on a checked-out connection |
 //! | `&pool` ([`deadpool_postgres::Pool`]), `&executor` ([`PoolExecutor`]) | one pooled connection per statement |
+//! | [`statements.on(&client)`](StatementCache::on), `statements.on(&tx)` | on that connection or transaction, with jobq's statements prepared once |
 //!
 //! jobq never begins, commits or rolls back a transaction, nor changes a setting, on a connection you hand
 //! it: each operation is one statement, so it is atomic inside your transaction and costs one round trip.
 //! Statements run unnamed (`query_typed`), so nothing stays prepared on the connection and jobq works
-//! through PgBouncer in transaction pooling mode.
+//! through PgBouncer in transaction pooling mode; the server then parses and plans each one on every call.
+//! Where you defer often on a connection you keep, keep a [`StatementCache`] beside it, as you would
+//! prepare your own statements once: each of jobq's statements is then prepared on first use and reused.
 //!
 //! Anything that is not a tokio-postgres or deadpool connection does not compile:
 //!
@@ -54,9 +57,11 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod executor;
 mod pool;
 
+pub use cache::{Prepared, StatementCache};
 pub use executor::ConnectionExecutor;
 pub use pool::{PoolExecutor, pool};
 
@@ -74,6 +79,6 @@ pub enum TokioPostgres {}
 
 /// What most users import: jobq's prelude, and this crate's pool executor.
 pub mod prelude {
-    pub use crate::{PoolExecutor, TokioPostgres};
+    pub use crate::{PoolExecutor, StatementCache, TokioPostgres};
     pub use jobq_core::prelude::*;
 }

@@ -1,11 +1,12 @@
-//! jobq's conformance suite through tokio-postgres, twice: on a `&Client` whose transaction the test opens
-//! with `BEGIN`, and on a real `tokio_postgres::Transaction` from `client.transaction()`. The pooled cases run
-//! on a deadpool pool, the worker cases on a `PoolExecutor` that LISTENs.
+//! jobq's conformance suite through tokio-postgres, three times: on a `&Client` whose transaction the test
+//! opens with `BEGIN`, on the same with a `StatementCache`, and on a real `tokio_postgres::Transaction` from
+//! `client.transaction()`. The pooled cases run on a deadpool pool, the worker cases on a `PoolExecutor` that
+//! LISTENs.
 
 use futures_util::future::BoxFuture;
 use jobq_core::{Error, Query};
 use jobq_testkit::{CallerConnection, Harness, PooledConnection, WorkerHarness};
-use jobq_tokio_postgres::PoolExecutor;
+use jobq_tokio_postgres::{PoolExecutor, StatementCache};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{Client, GenericClient, NoTls, SimpleQueryMessage, Transaction};
 
@@ -43,29 +44,36 @@ async fn pool(url: &str) -> Pool {
     Pool(jobq_tokio_postgres::pool(url, 4).unwrap())
 }
 
-/// The caller's `Client`, used as users do: `run(&client)`.
+/// The caller's `Client`, used as users do: `run(&client)`, or with a [`StatementCache`] beside it:
+/// `run(statements.on(&client))`.
 ///
 /// The transaction is opened and ended with `batch_execute("BEGIN")` and friends because a
 /// `tokio_postgres::Transaction` borrows the client mutably, so a struct cannot keep both across the
 /// harness's separate begin/run/commit calls. jobq cannot tell the difference: it sees the same open
 /// transaction on the same connection. The real `Transaction` path is exercised by [`ViaTransaction`].
-struct ClientConn(Client);
+struct ClientConn {
+    client: Client,
+    statements: Option<StatementCache>,
+}
 
 impl CallerConnection for ClientConn {
     async fn begin(&mut self) {
-        self.0.batch_execute("BEGIN").await.unwrap();
+        self.client.batch_execute("BEGIN").await.unwrap();
     }
     async fn commit(&mut self) {
-        self.0.batch_execute("COMMIT").await.unwrap();
+        self.client.batch_execute("COMMIT").await.unwrap();
     }
     async fn rollback(&mut self) {
-        self.0.batch_execute("ROLLBACK").await.unwrap();
+        self.client.batch_execute("ROLLBACK").await.unwrap();
     }
     async fn sql(&mut self, sql: &str) -> Result<Option<String>, String> {
-        first_text(&self.0, sql).await
+        first_text(&self.client, sql).await
     }
     async fn run<T: Send + 'static>(&mut self, query: Query<T>) -> Result<T, Error> {
-        query.run(&self.0).await
+        match &self.statements {
+            Some(statements) => query.run(statements.on(&self.client)).await,
+            None => query.run(&self.client).await,
+        }
     }
 }
 
@@ -76,7 +84,28 @@ impl Harness for ViaClient {
     type Conn = ClientConn;
     type Pool = Pool;
     async fn connect(url: &str) -> ClientConn {
-        ClientConn(connect(url).await)
+        ClientConn {
+            client: connect(url).await,
+            statements: None,
+        }
+    }
+    async fn pool(url: &str) -> Pool {
+        pool(url).await
+    }
+}
+
+/// The caller's `Client` with jobq's statements prepared once in a [`StatementCache`].
+struct ViaStatementCache;
+
+impl Harness for ViaStatementCache {
+    const CONNECTOR: &'static str = jobq_tokio_postgres::CONNECTOR;
+    type Conn = ClientConn;
+    type Pool = Pool;
+    async fn connect(url: &str) -> ClientConn {
+        ClientConn {
+            client: connect(url).await,
+            statements: Some(StatementCache::new()),
+        }
     }
     async fn pool(url: &str) -> Pool {
         pool(url).await
@@ -233,4 +262,8 @@ mod client {
 mod transaction {
     jobq_testkit::conformance_tests!(super::ViaTransaction);
     jobq_testkit::worker_tests!(super::ViaTransaction);
+}
+
+mod statement_cache {
+    jobq_testkit::conformance_tests!(super::ViaStatementCache);
 }

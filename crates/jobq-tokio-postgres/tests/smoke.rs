@@ -138,3 +138,42 @@ async fn a_lost_connection_is_a_connection_error() {
         .unwrap_err();
     assert_eq!(err.connector_kind(), Some(ErrorKind::Connection), "{err}");
 }
+
+#[tokio::test]
+async fn a_statement_cache_prepares_each_statement_once_per_connection() {
+    let db = jobq_tempdb::database();
+    let mut client = connect(db.url()).await;
+    let other = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let statements = StatementCache::new();
+
+    for order_id in 1..=3 {
+        let tx = client.transaction().await.unwrap();
+        let id = jobq
+            .defer(&ProcessOrder { order_id })
+            .run(statements.on(&tx))
+            .await
+            .unwrap();
+        assert_eq!(
+            jobq.status(id).run(statements.on(&tx)).await.unwrap(),
+            Status::Todo
+        );
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(statements.len(), 2, "one defer and one status statement");
+    let prepared = count(
+        &client,
+        "SELECT * FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared_statements%'",
+    )
+    .await;
+    assert_eq!(prepared, 2, "the server holds the same two statements");
+
+    // The cache belongs to `client`: on another connection its statements do not exist.
+    let err = jobq
+        .status(JobId(1))
+        .run(statements.on(&other))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(count(&other, "SELECT * FROM jobq.jobs").await, 3);
+}

@@ -7,11 +7,13 @@ use jobq_postgres::prelude::*;
 use postgres::{Client, NoTls, Statement, types::Type};
 use serde_json::Value;
 
-/// postgres, with the raw statements prepared once, as a careful user would.
+/// postgres, with the raw statements prepared once, as a careful user would, and jobq's kept in a
+/// [`StatementCache`].
 pub(crate) struct SyncPostgres {
     client: Client,
     order: Statement,
     raw: Statement,
+    statements: StatementCache,
     pool: PoolExecutor,
 }
 
@@ -26,6 +28,7 @@ impl Driver for SyncPostgres {
             client,
             order,
             raw,
+            statements: StatementCache::new(),
             pool: PoolExecutor::connect(url, POOL)?,
         })
     }
@@ -33,7 +36,8 @@ impl Driver for SyncPostgres {
     fn jobq_in_tx(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
         let mut tx = self.client.transaction()?;
         tx.execute(&self.order, &[&"book"])?;
-        jobq.defer_job(job).run_blocking(&mut tx)?;
+        jobq.defer_job(job)
+            .run_blocking(self.statements.on(&mut tx))?;
         tx.commit()?;
         Ok(())
     }

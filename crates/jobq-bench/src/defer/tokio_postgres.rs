@@ -7,12 +7,14 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Statement, types::Type};
 
-/// tokio-postgres, with the raw statements prepared once, as a careful user would.
+/// tokio-postgres, with the raw statements prepared once, as a careful user would, and jobq's kept in a
+/// [`StatementCache`].
 pub(crate) struct TokioPostgres {
     rt: Runtime,
     client: Client,
     order: Statement,
     raw: Statement,
+    statements: StatementCache,
     pool: PoolExecutor,
 }
 
@@ -36,18 +38,23 @@ impl Driver for TokioPostgres {
             client,
             order,
             raw,
+            statements: StatementCache::new(),
             pool,
         })
     }
 
     fn jobq_in_tx(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
         let Self {
-            rt, client, order, ..
+            rt,
+            client,
+            order,
+            statements,
+            ..
         } = self;
         rt.block_on(async {
             let tx = client.transaction().await?;
             tx.execute(&*order, &[&"book"]).await?;
-            jobq.defer_job(job).run(&tx).await?;
+            jobq.defer_job(job).run(statements.on(&tx)).await?;
             tx.commit().await?;
             Ok(())
         })

@@ -1,0 +1,106 @@
+//! Prepared statements on a connection the caller holds: jobq's statements parsed and planned once per
+//! connection instead of on every call.
+
+use crate::executor::{connector_error, read_rows};
+use jobq_core::{AsyncExecutor, ConnectorError};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{GenericClient, Statement};
+
+/// jobq's prepared statements on one connection you hold: keep one beside each `Client` and run through
+/// [`on`](Self::on), and each of jobq's statements is prepared on its first use and reused after, as you
+/// would prepare your own statements once.
+///
+/// ```no_run
+/// use jobq_tokio_postgres::{StatementCache, prelude::*};
+///
+/// # async fn demo(client: &mut tokio_postgres::Client, jobq: &Jobq)
+/// #     -> Result<(), Box<dyn std::error::Error>> {
+/// let statements = StatementCache::new(); // once per connection, kept as long as it
+/// for order_id in 1..=3_i64 {
+///     let tx = client.transaction().await?;
+///     tx.execute("INSERT INTO orders (id) VALUES ($1)", &[&order_id]).await?;
+///     jobq.defer_job(NewJob::new("process_order", serde_json::json!({ "order_id": order_id })))
+///         .run(statements.on(&tx))
+///         .await?;
+///     tx.commit().await?;
+/// }
+/// # Ok(()) }
+/// ```
+///
+/// The statements live on the server connection, so a cache belongs to one connection: used with another,
+/// jobq's statements fail with `prepared statement "s…" does not exist` (and abort that transaction). Behind
+/// PgBouncer in transaction pooling mode, run on the connection itself instead (unnamed statements).
+#[derive(Debug, Default)]
+pub struct StatementCache {
+    statements: Mutex<HashMap<String, Statement>>,
+}
+
+impl StatementCache {
+    /// An empty cache, for one connection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs jobq on `client` (the `Client` this cache belongs to, or a `Transaction` on it) with this
+    /// cache's prepared statements.
+    pub fn on<'a, C: GenericClient + Sync + ?Sized>(&'a self, client: &'a C) -> Prepared<'a, C> {
+        Prepared {
+            cache: self,
+            client,
+        }
+    }
+
+    /// How many statements are prepared.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no statement is prepared yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+        // A panic elsewhere while holding the lock leaves the map whole: every update is one insert.
+        self.statements.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection you hold with a [`StatementCache`], made by [`StatementCache::on`]; pass it to `run`, which
+/// takes any executor as it is.
+#[derive(Debug)]
+pub struct Prepared<'a, C: ?Sized> {
+    cache: &'a StatementCache,
+    client: &'a C,
+}
+
+impl<C: GenericClient + Sync + ?Sized> AsyncExecutor for Prepared<'_, C> {
+    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
+        let cached = self.cache.lock().get(sql).cloned();
+        let statement = match cached {
+            Some(statement) => statement,
+            None => {
+                let types: &[Type] = if arg.is_some() { &[Type::TEXT] } else { &[] };
+                let statement = self
+                    .client
+                    .prepare_typed(sql, types)
+                    .await
+                    .map_err(connector_error)?;
+                self.cache.lock().insert(sql.to_owned(), statement.clone());
+                statement
+            }
+        };
+        let params: &[&(dyn ToSql + Sync)] = match &arg {
+            Some(arg) => &[arg],
+            None => &[],
+        };
+        let rows = self
+            .client
+            .query(&statement, params)
+            .await
+            .map_err(connector_error)?;
+        read_rows(&rows)
+    }
+}
