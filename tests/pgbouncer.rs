@@ -103,8 +103,14 @@ trait Runner: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<T, Error>> + Send;
 }
 
+/// deadpool behind PgBouncer: a [`jobq_tokio_postgres::PoolExecutor`] in transaction pooling mode.
 #[derive(Clone)]
-struct TokioPool(deadpool_postgres::Pool);
+struct TokioPool(jobq_tokio_postgres::PoolExecutor);
+impl TokioPool {
+    fn new(pool: deadpool_postgres::Pool) -> Self {
+        Self(jobq_tokio_postgres::PoolExecutor::new(pool).transaction_pooling())
+    }
+}
 impl Runner for TokioPool {
     async fn run<T: Send + 'static>(&self, query: Query<T>) -> Result<T, Error> {
         query.run(&self.0).await
@@ -369,7 +375,28 @@ async fn tokio_postgres_through_pgbouncer() {
     }
     operations(&setup, clients, "caller").await;
     let pool = jobq_tokio_postgres::pool(&setup.bouncer, CLIENTS).unwrap();
-    operations(&setup, vec![TokioPool(pool); CLIENTS], "pool").await;
+    // A pooled connection the caller checks out, with `TransactionPooling` as users write it behind
+    // PgBouncer (deadpool's statement cache otherwise).
+    let mut object = pool.get().await.unwrap();
+    let tx = object.transaction().await.unwrap();
+    let pooled = jobq
+        .defer_job(order_job(3))
+        .run(jobq_tokio_postgres::TransactionPooling(&tx))
+        .await
+        .unwrap();
+    let status = jobq
+        .status(pooled)
+        .run(jobq_tokio_postgres::TransactionPooling(&tx))
+        .await;
+    assert_eq!(status.unwrap(), Status::Todo);
+    tx.commit().await.unwrap();
+    let status = jobq
+        .status(pooled)
+        .run(jobq_tokio_postgres::TransactionPooling(&object))
+        .await;
+    assert_eq!(status.unwrap(), Status::Todo);
+    drop(object);
+    operations(&setup, vec![TokioPool::new(pool); CLIENTS], "pool").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -710,8 +737,8 @@ async fn tokio_postgres_worker_polls_through_pgbouncer() {
         return;
     };
     let pool = jobq_tokio_postgres::pool(&setup.bouncer, 4).unwrap();
-    let backend = jobq_tokio_postgres::PoolExecutor::new(pool.clone());
-    polling_worker_drains(&setup, backend, TokioPool(pool), false).await;
+    let backend = jobq_tokio_postgres::PoolExecutor::new(pool.clone()).transaction_pooling();
+    polling_worker_drains(&setup, backend, TokioPool::new(pool), false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -799,8 +826,9 @@ async fn tokio_postgres_worker_listens_directly_beside_pgbouncer() {
     };
     let pool = jobq_tokio_postgres::pool(&setup.bouncer, 4).unwrap();
     let backend = jobq_tokio_postgres::PoolExecutor::new(pool.clone())
+        .transaction_pooling()
         .listen_with(setup.db.url().parse().unwrap());
-    listening_worker_wakes(&setup, backend, TokioPool(pool)).await;
+    listening_worker_wakes(&setup, backend, TokioPool::new(pool)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,11 @@
 //! Prepared statements on a connection the caller holds: jobq's statements parsed and planned once per
 //! connection instead of on every call.
 
-use crate::executor::{connector_error, read_rows};
-use jobq_core::{AsyncExecutor, ConnectorError};
+use crate::ConnectionExecutor;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{GenericClient, Statement};
+use std::sync::{Mutex, MutexGuard};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Error, GenericClient, Statement};
 
 /// jobq's prepared statements on one connection you hold: keep one beside each `Client` and run through
 /// [`on`](Self::on), and each of jobq's statements is prepared on its first use and reused after, as you
@@ -32,6 +31,7 @@ use tokio_postgres::{GenericClient, Statement};
 /// The statements live on the server connection, so a cache belongs to one connection: used with another,
 /// jobq's statements fail with `prepared statement "s…" does not exist` (and abort that transaction). Behind
 /// PgBouncer in transaction pooling mode, run on the connection itself instead (unnamed statements).
+/// A deadpool `Object` or `Transaction` needs none of this: run on it and jobq uses deadpool's own cache.
 #[derive(Debug, Default)]
 pub struct StatementCache {
     statements: Mutex<HashMap<String, Statement>>,
@@ -44,12 +44,12 @@ impl StatementCache {
     }
 
     /// Runs jobq on `client` (the `Client` this cache belongs to, or a `Transaction` on it) with this
-    /// cache's prepared statements.
-    pub fn on<'a, C: GenericClient + Sync + ?Sized>(&'a self, client: &'a C) -> Prepared<'a, C> {
-        Prepared {
-            cache: self,
-            client,
-        }
+    /// cache's prepared statements; pass the result to `run`.
+    pub fn on<'a, C: GenericClient + Sync + ?Sized>(
+        &'a self,
+        client: &'a C,
+    ) -> ConnectionExecutor<'a, C> {
+        ConnectionExecutor::cached(client, self)
     }
 
     /// How many statements are prepared.
@@ -62,45 +62,23 @@ impl StatementCache {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Statement>> {
+    /// `sql` prepared on `client` with parameter `types`, from the cache or prepared now and kept.
+    pub(crate) async fn prepare<C: GenericClient + Sync + ?Sized>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Type],
+    ) -> Result<Statement, Error> {
+        if let Some(statement) = self.lock().get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare_typed(sql, types).await?;
+        self.lock().insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Statement>> {
         // A panic elsewhere while holding the lock leaves the map whole: every update is one insert.
         self.statements.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A connection you hold with a [`StatementCache`], made by [`StatementCache::on`]; pass it to `run`, which
-/// takes any executor as it is.
-#[derive(Debug)]
-pub struct Prepared<'a, C: ?Sized> {
-    cache: &'a StatementCache,
-    client: &'a C,
-}
-
-impl<C: GenericClient + Sync + ?Sized> AsyncExecutor for Prepared<'_, C> {
-    async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        let cached = self.cache.lock().get(sql).cloned();
-        let statement = match cached {
-            Some(statement) => statement,
-            None => {
-                let types: &[Type] = if arg.is_some() { &[Type::TEXT] } else { &[] };
-                let statement = self
-                    .client
-                    .prepare_typed(sql, types)
-                    .await
-                    .map_err(connector_error)?;
-                self.cache.lock().insert(sql.to_owned(), statement.clone());
-                statement
-            }
-        };
-        let params: &[&(dyn ToSql + Sync)] = match &arg {
-            Some(arg) => &[arg],
-            None => &[],
-        };
-        let rows = self
-            .client
-            .query(&statement, params)
-            .await
-            .map_err(connector_error)?;
-        read_rows(&rows)
     }
 }

@@ -28,16 +28,24 @@
 //! | --- | --- |
 //! | `&client`, `&mut client` ([`tokio_postgres::Client`]) | on that connection, inside its open transaction if any |
 //! | `&tx`, `&mut tx` ([`tokio_postgres::Transaction`], also a savepoint) | inside the transaction |
-//! | `&object` ([`deadpool_postgres::Object`]), `&tx` ([`deadpool_postgres::Transaction`]) | the same, on a checked-out connection |
-//! | `&pool` ([`deadpool_postgres::Pool`]), `&executor` ([`PoolExecutor`]) | one pooled connection per statement |
-//! | [`statements.on(&client)`](StatementCache::on), `statements.on(&tx)` | on that connection or transaction, with jobq's statements prepared once |
+//! | [`statements.on(&client)`](StatementCache::on), `statements.on(&tx)` | the same, with jobq's statements prepared once |
+//! | `&object` ([`deadpool_postgres::Object`]), `&tx` ([`deadpool_postgres::Transaction`]) | the same, on a checked-out connection, with statements from deadpool's cache |
+//! | `&pool` ([`deadpool_postgres::Pool`]), `&executor` ([`PoolExecutor`]) | one pooled connection per statement, with statements from deadpool's cache |
+//! | [`TransactionPooling`]`(&object)`, `TransactionPooling(&tx)` (deadpool's) | as the wrapped connection, with unnamed statements: for PgBouncer |
 //!
 //! jobq never begins, commits or rolls back a transaction, nor changes a setting, on a connection you hand
 //! it: each operation is one statement, so it is atomic inside your transaction and costs one round trip.
-//! Statements run unnamed (`query_typed`), so nothing stays prepared on the connection and jobq works
-//! through PgBouncer in transaction pooling mode; the server then parses and plans each one on every call.
-//! Where you defer often on a connection you keep, keep a [`StatementCache`] beside it, as you would
-//! prepare your own statements once: each of jobq's statements is then prepared on first use and reused.
+//!
+//! **Prepared statements.** On deadpool's connections and pools, jobq prepares each of its statements once
+//! per connection in deadpool's statement cache (`prepare_typed_cached`). A plain `Client` has no place for
+//! a cache, so there jobq runs unnamed statements (`query_typed`), which the server parses and plans on
+//! every call; where you defer often on a connection you keep, keep a [`StatementCache`] beside it, as you
+//! would prepare your own statements once.
+//!
+//! **PgBouncer** in transaction pooling mode (before 1.21, or without `max_prepared_statements`) hands
+//! each transaction to whichever server connection is free, which lacks the statements prepared on
+//! another. Run on a plain `Client` or `Transaction` (unnamed statements), wrap deadpool's in
+//! [`TransactionPooling`], and build the pool executor with [`PoolExecutor::transaction_pooling`].
 //!
 //! Anything that is not a tokio-postgres or deadpool connection does not compile:
 //!
@@ -61,8 +69,8 @@ mod cache;
 mod executor;
 mod pool;
 
-pub use cache::{Prepared, StatementCache};
-pub use executor::ConnectionExecutor;
+pub use cache::StatementCache;
+pub use executor::{ConnectionExecutor, TransactionPooling};
 pub use pool::{PoolExecutor, pool};
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
@@ -79,6 +87,6 @@ pub enum TokioPostgres {}
 
 /// What most users import: jobq's prelude, and this crate's pool executor.
 pub mod prelude {
-    pub use crate::{PoolExecutor, StatementCache, TokioPostgres};
+    pub use crate::{PoolExecutor, StatementCache, TokioPostgres, TransactionPooling};
     pub use jobq_core::prelude::*;
 }

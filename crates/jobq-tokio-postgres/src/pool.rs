@@ -1,7 +1,7 @@
 //! The pooled path: a deadpool pool as an owned executor, which is also the worker's backend.
 
-use crate::executor::{connector_error, query, read_rows};
-use crate::{CONNECTOR, TokioPostgres};
+use crate::executor::connector_error;
+use crate::{CONNECTOR, TokioPostgres, TransactionPooling};
 use deadpool_postgres::{Manager, Pool, PoolError, Runtime, TimeoutType};
 use futures_util::StreamExt;
 use jobq_core::worker::{Backend, Notification};
@@ -47,18 +47,26 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
 /// # Ok(()) }
 /// ```
 ///
+/// Each statement is prepared once per pooled connection, in deadpool's statement cache, unless
+/// [`transaction_pooling`](Self::transaction_pooling) says otherwise.
+///
 /// As a worker [`Backend`] it LISTENs on a connection of its own when it knows how to make one
 /// ([`connect`](Self::connect), [`listen_with`](Self::listen_with)); otherwise the worker polls.
 #[derive(Debug, Clone)]
 pub struct PoolExecutor {
     pool: Pool,
     listen: Option<Arc<tokio_postgres::Config>>,
+    transaction_pooling: bool,
 }
 
 impl PoolExecutor {
     /// Runs on `pool`. A worker on it polls, unless [`listen_with`](Self::listen_with) is added.
     pub fn new(pool: Pool) -> Self {
-        Self { pool, listen: None }
+        Self {
+            pool,
+            listen: None,
+            transaction_pooling: false,
+        }
     }
 
     /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server.
@@ -73,6 +81,16 @@ impl PoolExecutor {
         self
     }
 
+    /// Runs each statement unnamed, so nothing stays prepared on the connection: for a pool of connections
+    /// through PgBouncer in transaction pooling mode (before 1.21, or without `max_prepared_statements`),
+    /// which hands each statement to whichever server connection is free.
+    ///
+    /// On a connection you hold, the counterpart is [`TransactionPooling`].
+    pub fn transaction_pooling(mut self) -> Self {
+        self.transaction_pooling = true;
+        self
+    }
+
     /// The pool.
     pub fn pool(&self) -> &Pool {
         &self.pool
@@ -82,8 +100,14 @@ impl PoolExecutor {
 impl AsyncExecutor for PoolExecutor {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
         let client = self.pool.get().await.map_err(pool_error)?;
-        let client: &tokio_postgres::Client = &client;
-        read_rows(&query(client, sql, arg).await?)
+        if self.transaction_pooling {
+            TransactionPooling(&client)
+                .into_executor()?
+                .query(sql, arg)
+                .await
+        } else {
+            (&client).into_executor()?.query(sql, arg).await
+        }
     }
 }
 

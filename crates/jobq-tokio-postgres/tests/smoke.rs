@@ -53,6 +53,47 @@ async fn deadpool_object_and_transaction() {
     let cancelled = jobq.cancel(id).run(&object).await.unwrap();
     assert_eq!(cancelled, jobq_core::CancelOutcome::Cancelled);
     assert_eq!(jobq.status(id).run(&pool).await.unwrap(), Status::Cancelled);
+    // defer, status and cancel, each prepared once in the connection's deadpool cache.
+    assert_eq!(object.statement_cache.size(), 3);
+}
+
+#[tokio::test]
+async fn transaction_pooling_leaves_nothing_prepared() {
+    let db = jobq_tempdb::database();
+    let pool = jobq_tokio_postgres::pool(db.url(), 1).unwrap();
+    let jobq = Jobq::default();
+    let prepared = "SELECT * FROM pg_prepared_statements WHERE statement NOT LIKE '%pg_prepared%'";
+
+    let mut object = pool.get().await.unwrap();
+    let tx = object.transaction().await.unwrap();
+    let id = jobq
+        .defer(&ProcessOrder { order_id: 1 })
+        .run(TransactionPooling(&tx))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let status = jobq.status(id).run(TransactionPooling(&object)).await;
+    assert_eq!(status.unwrap(), Status::Todo);
+    assert_eq!(object.statement_cache.size(), 0);
+    assert_eq!(count(&object, prepared).await, 0);
+    drop(object);
+
+    let executor = PoolExecutor::new(pool.clone()).transaction_pooling();
+    assert_eq!(jobq.status(id).run(&executor).await.unwrap(), Status::Todo);
+    let object = pool.get().await.unwrap();
+    assert_eq!(
+        count(&object, prepared).await,
+        0,
+        "the same, only connection"
+    );
+    drop(object);
+    assert_eq!(jobq.status(id).run(&pool).await.unwrap(), Status::Todo);
+    let object = pool.get().await.unwrap();
+    assert_eq!(
+        count(&object, prepared).await,
+        1,
+        "a pool prepares by default"
+    );
 }
 
 #[tokio::test]
