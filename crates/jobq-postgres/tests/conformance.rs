@@ -125,29 +125,15 @@ async fn connect(url: &str) -> Client {
     blocking(move || Client::connect(&url, NoTls).unwrap()).await
 }
 
-struct ViaClient;
+/// The caller's `Client`; with `CACHED`, through a [`StatementCache`] that prepares jobq's statements once.
+struct ViaClient<const CACHED: bool = false>;
 
-impl Harness for ViaClient {
+impl<const CACHED: bool> Harness for ViaClient<CACHED> {
     const CONNECTOR: &'static str = jobq_postgres::CONNECTOR;
     type Conn = ClientConn;
     type Pool = Pool;
     async fn connect(url: &str) -> ClientConn {
-        ClientConn::new(url, None).await
-    }
-    async fn pool(url: &str) -> Pool {
-        pool(url).await
-    }
-}
-
-/// The caller's `Client` with jobq's statements prepared once in a [`StatementCache`].
-struct ViaStatementCache;
-
-impl Harness for ViaStatementCache {
-    const CONNECTOR: &'static str = jobq_postgres::CONNECTOR;
-    type Conn = ClientConn;
-    type Pool = Pool;
-    async fn connect(url: &str) -> ClientConn {
-        ClientConn::new(url, Some(StatementCache::new())).await
+        ClientConn::new(url, CACHED.then(StatementCache::new)).await
     }
     async fn pool(url: &str) -> Pool {
         pool(url).await
@@ -303,5 +289,5 @@ mod transaction {
 }
 
 mod statement_cache {
-    jobq_testkit::conformance_tests!(super::ViaStatementCache);
+    jobq_testkit::conformance_tests!(super::ViaClient<true>);
 }

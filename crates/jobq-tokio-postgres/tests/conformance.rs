@@ -77,34 +77,17 @@ impl CallerConnection for ClientConn {
     }
 }
 
-struct ViaClient;
+/// The caller's `Client`; with `CACHED`, through a [`StatementCache`] that prepares jobq's statements once.
+struct ViaClient<const CACHED: bool = false>;
 
-impl Harness for ViaClient {
+impl<const CACHED: bool> Harness for ViaClient<CACHED> {
     const CONNECTOR: &'static str = jobq_tokio_postgres::CONNECTOR;
     type Conn = ClientConn;
     type Pool = Pool;
     async fn connect(url: &str) -> ClientConn {
         ClientConn {
             client: connect(url).await,
-            statements: None,
-        }
-    }
-    async fn pool(url: &str) -> Pool {
-        pool(url).await
-    }
-}
-
-/// The caller's `Client` with jobq's statements prepared once in a [`StatementCache`].
-struct ViaStatementCache;
-
-impl Harness for ViaStatementCache {
-    const CONNECTOR: &'static str = jobq_tokio_postgres::CONNECTOR;
-    type Conn = ClientConn;
-    type Pool = Pool;
-    async fn connect(url: &str) -> ClientConn {
-        ClientConn {
-            client: connect(url).await,
-            statements: Some(StatementCache::new()),
+            statements: CACHED.then(StatementCache::new),
         }
     }
     async fn pool(url: &str) -> Pool {
@@ -265,5 +248,5 @@ mod transaction {
 }
 
 mod statement_cache {
-    jobq_testkit::conformance_tests!(super::ViaStatementCache);
+    jobq_testkit::conformance_tests!(super::ViaClient<true>);
 }
