@@ -313,7 +313,20 @@ impl PoolExecutor {
     /// sent in one exchange, so none of jobq's stays prepared on a server connection. A worker on this
     /// pool ([`backend`]) polls, as every diesel worker does.
     ///
-    /// On a connection you hold, the counterpart is [`TransactionPooling`].
+    /// On a connection you hold, the counterpart is [`TransactionPooling`]. Build the pool without r2d2's
+    /// check on checkout (a cached named `SELECT 1`), or r2d2 reconnects over and over:
+    ///
+    /// ```no_run
+    /// # fn demo(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// use diesel::r2d2::{ConnectionManager, Pool};
+    ///
+    /// let pool = Pool::builder()
+    ///     .max_size(8)
+    ///     .test_on_check_out(false)
+    ///     .build(ConnectionManager::<diesel::PgConnection>::new(url))?;
+    /// let executor = jobq_diesel::PoolExecutor::new(pool).transaction_pooling();
+    /// # Ok(()) }
+    /// ```
     pub fn transaction_pooling(mut self) -> Self {
         self.transaction_pooling = true;
         self
@@ -361,6 +374,11 @@ impl IntoBlockingExecutor<Diesel> for &PoolExecutor {
 }
 
 /// Builds an r2d2 pool of at most `size` connections to `url`; connections are made when first needed.
+///
+/// r2d2 checks each connection it hands out with diesel's cached `SELECT 1`. Behind PgBouncer in
+/// transaction pooling mode that named statement meets other clients' on shared server connections and
+/// r2d2 reconnects over and over: build that pool yourself with `test_on_check_out(false)` (see
+/// [`PoolExecutor::transaction_pooling`]).
 pub fn pool(url: &str, size: u32) -> Result<PgPool, ConnectorError> {
     if size == 0 {
         return Err(ConnectorError::new(
