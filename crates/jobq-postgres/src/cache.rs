@@ -3,6 +3,7 @@
 
 use crate::executor::{connector_error, read_rows};
 use jobq_core::{BlockingExecutor, ConnectorError};
+use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Statement};
 use std::collections::HashMap;
@@ -26,8 +27,9 @@ use std::collections::HashMap;
 /// # Ok(()) }
 /// ```
 ///
-/// The statements live on the server connection, so a cache belongs to one connection: used with another,
-/// jobq's statements fail with `prepared statement "s…" does not exist` (and abort that transaction). Behind
+/// The statements live on the server connection, so a cache belongs to one connection: used with another
+/// (or after `DEALLOCATE ALL` or `DISCARD ALL`), a statement fails once with `prepared statement "s…" does
+/// not exist`, which aborts that transaction, and is prepared again on the next call. Behind
 /// PgBouncer in transaction pooling mode, run on the connection itself instead (unnamed statements).
 #[derive(Debug, Default)]
 pub struct StatementCache {
@@ -88,10 +90,14 @@ impl<C: GenericClient + ?Sized> BlockingExecutor for Prepared<'_, C> {
             Some(arg) => &[arg],
             None => &[],
         };
-        let rows = self
-            .client
-            .query(&statement, params)
-            .map_err(connector_error)?;
+        let rows = self.client.query(&statement, params).map_err(|e| {
+            // Gone from the server (`DEALLOCATE`, `DISCARD ALL`, another connection): forget it, so the
+            // next call prepares it again.
+            if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) {
+                self.cache.statements.remove(sql);
+            }
+            connector_error(e)
+        })?;
         read_rows(&rows)
     }
 }

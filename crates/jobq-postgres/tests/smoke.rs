@@ -183,4 +183,17 @@ fn a_statement_cache_prepares_each_statement_once_per_connection() {
         .unwrap()
         .get(0);
     assert_eq!(jobs, 3);
+
+    // A statement dropped on the server fails once (the status one was forgotten above), then is prepared
+    // again.
+    client.batch_execute("DEALLOCATE ALL").unwrap();
+    let err = jobq
+        .defer(&ProcessOrder { order_id: 4 })
+        .run_blocking(statements.on(&mut client));
+    assert!(err.unwrap_err().to_string().contains("does not exist"));
+    let id = jobq
+        .defer(&ProcessOrder { order_id: 4 })
+        .run_blocking(statements.on(&mut client));
+    assert_eq!(id.unwrap(), JobId(4));
+    assert_eq!(statements.len(), 1, "the defer statement, prepared again");
 }

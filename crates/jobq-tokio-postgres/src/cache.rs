@@ -28,8 +28,9 @@ use tokio_postgres::{Error, GenericClient, Statement};
 /// # Ok(()) }
 /// ```
 ///
-/// The statements live on the server connection, so a cache belongs to one connection: used with another,
-/// jobq's statements fail with `prepared statement "s…" does not exist` (and abort that transaction). Behind
+/// The statements live on the server connection, so a cache belongs to one connection: used with another
+/// (or after `DEALLOCATE ALL` or `DISCARD ALL`), a statement fails once with `prepared statement "s…" does
+/// not exist`, which aborts that transaction, and is prepared again on the next call. Behind
 /// PgBouncer in transaction pooling mode, run on the connection itself instead (unnamed statements).
 /// A deadpool `Object` or `Transaction` needs none of this: run on it and jobq uses deadpool's own cache.
 #[derive(Debug, Default)]
@@ -75,6 +76,11 @@ impl StatementCache {
         let statement = client.prepare_typed(sql, types).await?;
         self.lock().insert(sql.to_owned(), statement.clone());
         Ok(statement)
+    }
+
+    /// Drops `sql`'s statement, which the server no longer has.
+    pub(crate) fn forget(&self, sql: &str) {
+        self.lock().remove(sql);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Statement>> {

@@ -2,6 +2,7 @@
 
 use crate::{CONNECTOR, StatementCache, TokioPostgres};
 use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{GenericClient, Row, Statement};
 
@@ -73,8 +74,19 @@ impl<C: GenericClient + Sync + ?Sized> AsyncExecutor for ConnectionExecutor<'_, 
             Some(arg) => &[arg],
             None => &[],
         };
-        let rows = self.conn.query(&statement, params).await;
-        read_rows(&rows.map_err(connector_error)?)
+        let rows = self.conn.query(&statement, params).await.map_err(|e| {
+            // Gone from the server (`DEALLOCATE`, `DISCARD ALL`, another connection): forget it, so the
+            // next call prepares it again.
+            if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) {
+                match self.statements {
+                    Statements::Unnamed => {}
+                    Statements::Cache(cache) => cache.forget(sql),
+                    Statements::Deadpool(cache) => drop(cache.remove(sql, types)),
+                }
+            }
+            connector_error(e)
+        })?;
+        read_rows(&rows)
     }
 }
 

@@ -55,6 +55,11 @@ async fn deadpool_object_and_transaction() {
     assert_eq!(jobq.status(id).run(&pool).await.unwrap(), Status::Cancelled);
     // defer, status and cancel, each prepared once in the connection's deadpool cache.
     assert_eq!(object.statement_cache.size(), 3);
+    // A statement dropped on the server fails once, then is prepared again.
+    object.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = jobq.status(id).run(&object).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert_eq!(jobq.status(id).run(&object).await.unwrap(), Status::Cancelled);
 }
 
 #[tokio::test]
@@ -217,4 +222,19 @@ async fn a_statement_cache_prepares_each_statement_once_per_connection() {
         .unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert_eq!(count(&other, "SELECT * FROM jobq.jobs").await, 3);
+
+    // A statement dropped on the server fails once (the status one was forgotten above), then is prepared
+    // again.
+    client.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = jobq
+        .defer(&ProcessOrder { order_id: 4 })
+        .run(statements.on(&client))
+        .await;
+    assert!(err.unwrap_err().to_string().contains("does not exist"));
+    let id = jobq
+        .defer(&ProcessOrder { order_id: 4 })
+        .run(statements.on(&client))
+        .await;
+    assert_eq!(id.unwrap(), JobId(4));
+    assert_eq!(statements.len(), 1, "the defer statement, prepared again");
 }
