@@ -59,7 +59,10 @@ async fn deadpool_object_and_transaction() {
     object.batch_execute("DEALLOCATE ALL").await.unwrap();
     let err = jobq.status(id).run(&object).await.unwrap_err();
     assert!(err.to_string().contains("does not exist"), "{err}");
-    assert_eq!(jobq.status(id).run(&object).await.unwrap(), Status::Cancelled);
+    assert_eq!(
+        jobq.status(id).run(&object).await.unwrap(),
+        Status::Cancelled
+    );
 }
 
 #[tokio::test]
