@@ -1,11 +1,9 @@
 //! Prepared statements on a connection the caller holds: jobq's statements parsed and planned once per
 //! connection instead of on every call.
 
-use crate::executor::{connector_error, read_rows};
-use jobq_core::{BlockingExecutor, ConnectorError};
-use postgres::error::SqlState;
-use postgres::types::{ToSql, Type};
-use postgres::{GenericClient, Statement};
+use crate::ConnectionExecutor;
+use postgres::types::Type;
+use postgres::{Error, GenericClient, Statement};
 use std::collections::HashMap;
 
 /// jobq's prepared statements on one connection you hold: keep one beside each `Client` and run through
@@ -43,12 +41,12 @@ impl StatementCache {
     }
 
     /// Runs jobq on `client` (the `Client` this cache belongs to, or a `Transaction` on it) with this
-    /// cache's prepared statements.
-    pub fn on<'a, C: GenericClient + ?Sized>(&'a mut self, client: &'a mut C) -> Prepared<'a, C> {
-        Prepared {
-            cache: self,
-            client,
-        }
+    /// cache's prepared statements; pass the result to `run_blocking`.
+    pub fn on<'a, C: GenericClient + ?Sized>(
+        &'a mut self,
+        client: &'a mut C,
+    ) -> ConnectionExecutor<'a, C> {
+        ConnectionExecutor::cached(client, self)
     }
 
     /// How many statements are prepared.
@@ -60,44 +58,24 @@ impl StatementCache {
     pub fn is_empty(&self) -> bool {
         self.statements.is_empty()
     }
-}
 
-/// A connection you hold with a [`StatementCache`], made by [`StatementCache::on`]; pass it to
-/// `run_blocking`, which takes any executor as it is.
-#[derive(Debug)]
-pub struct Prepared<'a, C: ?Sized> {
-    cache: &'a mut StatementCache,
-    client: &'a mut C,
-}
+    /// `sql` prepared on `client` with parameter `types`, from the cache or prepared now and kept.
+    pub(crate) fn prepare<C: GenericClient + ?Sized>(
+        &mut self,
+        client: &mut C,
+        sql: &str,
+        types: &[Type],
+    ) -> Result<Statement, Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = client.prepare_typed(sql, types)?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
 
-impl<C: GenericClient + ?Sized> BlockingExecutor for Prepared<'_, C> {
-    fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        let statement = match self.cache.statements.get(sql) {
-            Some(statement) => statement.clone(),
-            None => {
-                let types: &[Type] = if arg.is_some() { &[Type::TEXT] } else { &[] };
-                let statement = self
-                    .client
-                    .prepare_typed(sql, types)
-                    .map_err(connector_error)?;
-                self.cache
-                    .statements
-                    .insert(sql.to_owned(), statement.clone());
-                statement
-            }
-        };
-        let params: &[&(dyn ToSql + Sync)] = match &arg {
-            Some(arg) => &[arg],
-            None => &[],
-        };
-        let rows = self.client.query(&statement, params).map_err(|e| {
-            // Gone from the server (`DEALLOCATE`, `DISCARD ALL`, another connection): forget it, so the
-            // next call prepares it again.
-            if e.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) {
-                self.cache.statements.remove(sql);
-            }
-            connector_error(e)
-        })?;
-        read_rows(&rows)
+    /// Drops `sql`'s statement, which the server no longer has.
+    pub(crate) fn forget(&mut self, sql: &str) {
+        self.statements.remove(sql);
     }
 }

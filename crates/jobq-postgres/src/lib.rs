@@ -64,7 +64,7 @@ mod cache;
 mod executor;
 mod pool;
 
-pub use cache::{Prepared, StatementCache};
+pub use cache::StatementCache;
 pub use executor::ConnectionExecutor;
 pub use pool::{Manager, Pool, PoolExecutor, pool};
 
