@@ -13,6 +13,7 @@
 mod error;
 mod executor;
 mod jobq;
+pub mod limits;
 mod model;
 mod query;
 mod sql;
