@@ -73,6 +73,8 @@ pub struct Server {
     _watchdog: Option<Mutex<ChildStdin>>,
     template: OnceLock<()>,
     bin: Option<PathBuf>,
+    /// The `-o` options the throwaway server was started with: `pg_ctl start` does not remember them.
+    options: Option<String>,
     /// Where the throwaway server keeps its files (its log is `server.log` there).
     pub dir: Option<PathBuf>,
 }
@@ -90,6 +92,11 @@ impl Server {
     /// The URL of database `name` on this server.
     pub fn url(&self, name: &str) -> String {
         format!("{}/{name}", self.base_url)
+    }
+
+    /// The URL of the server without a database, `postgres://user@host:port`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
     }
 }
 
@@ -189,13 +196,68 @@ impl Server {
                 .arg("-l")
                 .arg(dir.join("server.log")))
         })?;
+        self.reconnect_admin()
+    }
+
+    /// Crashes the server (`pg_ctl stop -m immediate`): every connection is cut at once and nothing is
+    /// checkpointed, so the next start recovers from the WAL. What was committed with
+    /// `synchronous_commit = on` survives (the OS keeps the files, even with `fsync = off`); the server's
+    /// default, `synchronous_commit = off`, may lose the last commits. Until [`Server::start_again`], new
+    /// connections fail and so do [`Server::database`] calls.
+    pub fn crash(&self) -> Result<(), Error> {
+        let (dir, bin, _) = self.throwaway_parts("crashed")?;
+        let as_root = std::fs::metadata("/proc/self")?.uid() == 0;
+        off_runtime(|| {
+            run(pg(as_root, bin, "pg_ctl")
+                .args(["stop", "-m", "immediate", "-w", "-t", "60", "-D"])
+                .arg(dir.join("data")))
+        })?;
+        // The admin connection died with the server; its client is dropped off the runtime.
+        let admin = self.admin.lock().expect("admin connection lock").take();
+        off_runtime(move || drop(admin));
+        Ok(())
+    }
+
+    /// Starts the server again after [`Server::crash`], on the same port with the same options, waits
+    /// until it accepts connections (after its crash recovery) and re-opens the admin connection.
+    pub fn start_again(&self) -> Result<(), Error> {
+        let (dir, bin, options) = self.throwaway_parts("started again")?;
+        let as_root = std::fs::metadata("/proc/self")?.uid() == 0;
+        off_runtime(|| {
+            // With a log file, so the server does not hold this process's output pipe open.
+            run(pg(as_root, bin, "pg_ctl")
+                .args(["start", "-w", "-t", "60", "-D"])
+                .arg(dir.join("data"))
+                .arg("-l")
+                .arg(dir.join("server.log"))
+                .args(["-o", options]))
+        })?;
+        self.reconnect_admin()
+    }
+
+    /// The data directory's parent, the binaries and the start options of a throwaway server.
+    fn throwaway_parts(&self, what: &str) -> Result<(&Path, &Path, &str), Error> {
+        match (&self.dir, &self.bin, &self.options) {
+            (Some(dir), Some(bin), Some(options)) => Ok((dir, bin, options)),
+            _ => Err(Error::Schema(format!(
+                "only a throwaway server can be {what}"
+            ))),
+        }
+    }
+
+    /// Opens a new admin connection in place of the old one.
+    fn reconnect_admin(&self) -> Result<(), Error> {
         // The old client is dropped off the runtime too: closing a sync client blocks.
         off_runtime(|| -> Result<(), Error> {
             let admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)?;
-            *self.admin.lock().expect("admin connection lock") = Some(admin);
+            let old = self
+                .admin
+                .lock()
+                .expect("admin connection lock")
+                .replace(admin);
+            drop(old);
             Ok(())
-        })?;
-        Ok(())
+        })
     }
 
     /// Runs `f` on the admin connection.
@@ -288,6 +350,7 @@ fn start() -> Result<Server, Error> {
             _watchdog: None,
             template: OnceLock::new(),
             bin: None,
+            options: None,
             dir: None,
         });
     }
@@ -350,6 +413,7 @@ fn start_throwaway(name: &str) -> Result<Server, Error> {
                     _watchdog: Some(Mutex::new(watchdog)),
                     template: OnceLock::new(),
                     bin: Some(bin),
+                    options: Some(options),
                     dir: Some(dir),
                 });
             }

@@ -1,4 +1,5 @@
-//! The throwaway server starts, hands out separate databases, and they carry the jobq schema.
+//! The throwaway server starts, hands out separate databases, and they carry the jobq schema; a private
+//! one can crash and start again.
 
 #[test]
 fn databases_are_fresh_and_migrated() {
@@ -62,4 +63,53 @@ fn pgbouncer_fronts_a_test_database() {
         (Some(db.name()), Some("2")),
         "through PgBouncer, the same database"
     );
+}
+
+#[test]
+fn a_crashed_server_starts_again_with_its_committed_data() {
+    let server = jobq_tempdb::Server::start_private().unwrap();
+    let db = server.database(false).unwrap();
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "SET synchronous_commit = on;
+             CREATE TABLE kept (x int);
+             INSERT INTO kept VALUES (1), (2), (3);",
+        )
+        .unwrap();
+
+    server.crash().unwrap();
+    assert!(
+        client.simple_query("SELECT 1").is_err(),
+        "an open connection is cut by the crash"
+    );
+    assert!(
+        postgres::Client::connect(db.url(), postgres::NoTls).is_err(),
+        "nothing accepts connections after the crash"
+    );
+    assert!(
+        server.database(false).is_err(),
+        "no admin connection either"
+    );
+
+    server.start_again().unwrap();
+    let log = std::fs::read_to_string(server.dir.as_ref().unwrap().join("server.log")).unwrap();
+    assert!(
+        log.contains("automatic recovery in progress"),
+        "a real crash: the server recovers from the WAL when it starts again\n{log}"
+    );
+    assert!(
+        server.base_url().starts_with("postgres://") && db.url().starts_with(server.base_url()),
+        "the same port as before"
+    );
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let kept: i64 = client
+        .query_one("SELECT count(*) FROM kept", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, 3,
+        "what was committed with synchronous_commit = on survives"
+    );
+    server.database(true).unwrap();
 }
