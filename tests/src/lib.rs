@@ -1,5 +1,8 @@
 //! What the fault tests and their worker processes share: the task they run, which records every start and
-//! finish in a `runs` table, so the tests can check at-least-once delivery and lock exclusion from outside.
+//! finish in a `runs` table, so the tests can check at-least-once delivery and lock exclusion from outside;
+//! and [`proxy::FaultProxy`], a TCP proxy that pauses, cuts or blackholes connections to the server.
+
+pub mod proxy;
 
 use jobq_core::Task;
 use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker};
