@@ -1,5 +1,6 @@
 //! [`Jobq`]: the handle every operation starts from, and the builders for deferring and cancelling.
 
+use crate::limits;
 use crate::query::{Operation, Query, Step};
 use crate::sql::{SCHEMA_VERSION, Statements};
 use crate::{
@@ -189,9 +190,12 @@ impl Jobq {
 
     /// Defers many jobs in one statement, atomically: when one queueing lock is taken, nothing is inserted
     /// and [`Error::AlreadyEnqueued`] names the lock. Returns the ids in input order.
+    ///
+    /// A job outside the [`limits`](crate::limits) is refused with [`Error::InvalidInput`] naming its
+    /// place in the batch, before any SQL is sent: nothing is inserted and the transaction stays usable.
     pub fn defer_batch(&self, jobs: impl IntoIterator<Item = NewJob>) -> Query<Vec<JobId>> {
         let jobs: Vec<NewJob> = jobs.into_iter().collect();
-        if let Some(e) = jobs.iter().find_map(|j| check_new_job(j).err()) {
+        if let Err(e) = limits::check_batch(&jobs) {
             return Query::refused(e);
         }
         self.deferral(&self.sql.defer, &jobs)
@@ -238,8 +242,12 @@ impl Jobq {
         self.job(id).map(|job| Ok(job.status))
     }
 
-    /// Lists jobs matching `filter`, oldest first.
+    /// Lists jobs matching `filter`, oldest first. A filter name holding a NUL character is refused with
+    /// [`Error::InvalidInput`] before any SQL is sent.
     pub fn list(&self, filter: &JobFilter) -> Query<Vec<Job>> {
+        if let Err(e) = limits::check_filter(filter) {
+            return Query::refused(e);
+        }
         self.json_query(&self.sql.list_jobs, filter, Ok)
     }
 
@@ -357,26 +365,11 @@ fn no_row() -> Error {
     Error::InvalidInput("the server returned no row where jobq expected one".into())
 }
 
-/// Checks what the server would otherwise refuse less clearly.
-fn check_new_job(job: &NewJob) -> Result<(), Error> {
-    if job.task.is_empty() {
-        return Err(Error::InvalidInput("a job needs a task name".into()));
-    }
-    let names = [
-        Some(&job.task),
-        job.options.queue.as_ref(),
-        job.options.lock.as_ref(),
-        job.options.queueing_lock.as_ref(),
-    ];
-    if names.into_iter().flatten().any(|n| n.contains('\0')) {
-        return Err(Error::InvalidInput(
-            "task, queue and lock names cannot contain NUL characters".into(),
-        ));
-    }
-    Ok(())
-}
-
 /// A deferral being configured: queue, priority, locks and schedule. Run it like any [`Operation`].
+///
+/// A job outside the [`limits`](crate::limits) (a name too long or holding a NUL, a schedule outside
+/// `EARLIEST..=LATEST`, arguments holding a NUL or nested too deep) is refused with
+/// [`Error::InvalidInput`] when it runs, before any SQL is sent, so the caller's transaction stays usable.
 #[derive(Debug)]
 #[must_use = "a deferral does nothing until it is run on a connection"]
 pub struct Defer {
@@ -415,21 +408,21 @@ impl Defer {
         self.with(|o| o.queueing_lock = Some(queueing_lock))
     }
 
-    /// Runs the job no earlier than `at`.
+    /// Runs the job no earlier than `at`, which must lie within
+    /// [`limits::EARLIEST`]`..=`[`limits::LATEST`]; the deferral is refused with [`Error::InvalidInput`]
+    /// otherwise.
     pub fn at(self, at: DateTime<Utc>) -> Self {
         self.with(|o| o.scheduled_at = Some(at))
     }
 
-    /// Runs the job no earlier than `delay` from now.
+    /// Runs the job no earlier than `delay` from now. A delay that reaches past [`limits::LATEST`] is
+    /// refused with [`Error::InvalidInput`] (not moved to `LATEST`: the caller asked for that time).
     pub fn after(self, delay: Duration) -> Self {
-        match chrono::Duration::from_std(delay)
-            .ok()
-            .and_then(|d| Utc::now().checked_add_signed(d))
-        {
-            Some(at) => self.at(at),
-            None => Self {
+        match limits::check_delay(delay) {
+            Ok(at) => self.at(at),
+            Err(e) => Self {
                 jobq: self.jobq,
-                job: Err(Error::InvalidInput(format!("delay {delay:?} is too long"))),
+                job: Err(e),
             },
         }
     }
@@ -445,7 +438,7 @@ impl Operation for Defer {
 
     fn into_query(self) -> Query<JobId> {
         match self.job {
-            Ok(job) => match check_new_job(&job) {
+            Ok(job) => match limits::check_job(&job) {
                 Ok(()) => self
                     .jobq
                     .deferral(&self.jobq.sql.defer_one, &job)

@@ -1,8 +1,31 @@
 //! What PostgreSQL stores, written once: every value jobq sends is checked (or, for values the worker
 //! produces itself, made storable) here, so every path refuses or adjusts the same inputs the same way.
+//!
+//! A value the server would refuse aborts the caller's whole transaction, so jobq refuses it first, with
+//! [`Error::InvalidInput`] naming the field and the limit, before any SQL is sent:
+//!
+//! | value | limit | what the server would do |
+//! | --- | --- | --- |
+//! | task, queue, lock and queueing-lock names | at most [`MAX_NAME_BYTES`] bytes of UTF-8, no NUL | a btree index entry holds at most 2,704 bytes; `text` holds no NUL |
+//! | a schedule (`scheduled_at`, `Defer::at`, `Defer::after`) | [`EARLIEST`]`..=`[`LATEST`] | chrono writes the year 0, earlier years and years past 9999 in forms PostgreSQL cannot read |
+//! | the arguments | no NUL in any string or key; arrays and objects nested at most [`MAX_ARGS_DEPTH`] deep | `jsonb` holds no `\u0000`; it stores deeper values, but serde_json reads 128 levels by default |
 
+use crate::{Error, JobFilter, NewJob};
 use chrono::{DateTime, NaiveDate, Utc};
 use std::borrow::Cow;
+use std::fmt::Write;
+
+/// The longest task, queue, lock or queueing-lock name, in bytes of UTF-8.
+///
+/// Names are indexed by btree, whose entries hold at most 2,704 bytes (`(queue, priority, id)`,
+/// `(lock, priority, id)`, `(queueing_lock)`, `(lock)`); 1,000 bytes keeps every entry well inside that
+/// whatever the characters, and is also the longest queue name sent as a NOTIFY payload.
+pub const MAX_NAME_BYTES: usize = 1_000;
+
+/// How deep arrays and objects may nest in a job's arguments: `[]` and `{}` are 1 deep, `[[1]]` 2.
+///
+/// Deferral refuses deeper arguments.
+pub const MAX_ARGS_DEPTH: usize = 100;
 
 /// The earliest time jobq stores: 0001-01-01T00:00:00Z. PostgreSQL goes further back, but chrono writes the
 /// year 0 and earlier years in a form PostgreSQL cannot read.
@@ -45,6 +68,193 @@ pub(crate) fn storable_text(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// Checks a task, queue, lock or queueing-lock name: at most [`MAX_NAME_BYTES`] bytes and no NUL.
+/// `field` names it in the error.
+pub fn check_name(field: &str, name: &str) -> Result<(), Error> {
+    if name.contains('\0') {
+        return Err(refused(field, NUL));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(refused(
+            field,
+            &format!(
+                "is {} bytes long, more than the limit of {MAX_NAME_BYTES} bytes \
+                 (jobq_core::limits::MAX_NAME_BYTES)",
+                name.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a schedule: within [`EARLIEST`]`..=`[`LATEST`]. `field` names it in the error.
+pub fn check_time(field: &str, at: DateTime<Utc>) -> Result<(), Error> {
+    if (EARLIEST..=LATEST).contains(&at) {
+        return Ok(());
+    }
+    Err(refused(
+        field,
+        &format!(
+            "{} is outside {}..={} (jobq_core::limits::EARLIEST..=LATEST)",
+            at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            EARLIEST.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            LATEST.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    ))
+}
+
+/// `now + delay` for a schedule the caller asked for: refused when it is past [`LATEST`].
+pub fn check_delay(delay: std::time::Duration) -> Result<DateTime<Utc>, Error> {
+    chrono::Duration::from_std(delay)
+        .ok()
+        .and_then(|d| Utc::now().checked_add_signed(d))
+        .filter(|at| *at <= LATEST)
+        .ok_or_else(|| {
+            refused(
+                "delay",
+                &format!(
+                    "{delay:?} from now is past {} (jobq_core::limits::LATEST)",
+                    LATEST.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                ),
+            )
+        })
+}
+
+/// Checks a job's arguments: no NUL in any string or object key, arrays and objects nested at most
+/// [`MAX_ARGS_DEPTH`] deep. The error names the place as a JSON pointer (`/items/3/name`).
+pub fn check_args(args: &serde_json::Value) -> Result<(), Error> {
+    let mut path = Vec::new();
+    check_value(args, 0, &mut path)
+        .map_err(|problem| Error::InvalidInput(format!("args{}", problem.describe(&path))))
+}
+
+/// What is wrong in the arguments; the path to it is left in `check_value`'s `path`.
+enum ArgsProblem {
+    Nul { key: bool },
+    TooDeep,
+}
+
+impl ArgsProblem {
+    fn describe(&self, path: &[Cow<'_, str>]) -> String {
+        let mut pointer = String::new();
+        for segment in path {
+            let _ = write!(
+                pointer,
+                "/{}",
+                segment.replace('~', "~0").replace('/', "~1")
+            );
+        }
+        let at = if pointer.is_empty() { "/" } else { &pointer };
+        match self {
+            Self::Nul { key: true } => format!(": the key at {at:?} {NUL}"),
+            Self::Nul { key: false } => format!(": the string at {at:?} {NUL}"),
+            Self::TooDeep => format!(
+                " nest arrays and objects more than {MAX_ARGS_DEPTH} deep, the limit \
+                 (jobq_core::limits::MAX_ARGS_DEPTH)"
+            ),
+        }
+    }
+}
+
+/// Walks `value`, which sits `depth` containers deep, and leaves in `path` where a problem is. The
+/// recursion stops at [`MAX_ARGS_DEPTH`], so it is bounded whatever the value.
+fn check_value<'a>(
+    value: &'a serde_json::Value,
+    depth: usize,
+    path: &mut Vec<Cow<'a, str>>,
+) -> Result<(), ArgsProblem> {
+    use serde_json::Value;
+    let inner = depth + 1;
+    match value {
+        Value::String(s) if s.contains('\0') => Err(ArgsProblem::Nul { key: false }),
+        Value::Array(items) => {
+            if inner > MAX_ARGS_DEPTH {
+                return Err(ArgsProblem::TooDeep);
+            }
+            for (i, item) in items.iter().enumerate() {
+                path.push(Cow::Owned(i.to_string()));
+                check_value(item, inner, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            if inner > MAX_ARGS_DEPTH {
+                return Err(ArgsProblem::TooDeep);
+            }
+            for (key, item) in map {
+                path.push(Cow::Borrowed(key));
+                if key.contains('\0') {
+                    return Err(ArgsProblem::Nul { key: true });
+                }
+                check_value(item, inner, path)?;
+                path.pop();
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks everything a deferral sends: a non-empty task name, every name, the schedule and the arguments.
+/// Single and batch deferrals both use it (and so can a periodic job, before its first tick).
+pub fn check_job(job: &NewJob) -> Result<(), Error> {
+    if job.task.is_empty() {
+        return Err(refused("task", "is empty; a job needs a task name"));
+    }
+    check_name("task", &job.task)?;
+    let options = &job.options;
+    let names = [
+        ("queue", &options.queue),
+        ("lock", &options.lock),
+        ("queueing_lock", &options.queueing_lock),
+    ];
+    for (field, name) in names {
+        if let Some(name) = name {
+            check_name(field, name)?;
+        }
+    }
+    if let Some(at) = options.scheduled_at {
+        check_time("scheduled_at", at)?;
+    }
+    check_args(&job.args)
+}
+
+/// Checks a batch: each job as [`check_job`] does, the error naming the job's place in the batch.
+pub fn check_batch(jobs: &[NewJob]) -> Result<(), Error> {
+    for (i, job) in jobs.iter().enumerate() {
+        check_job(job).map_err(|e| match e {
+            Error::InvalidInput(m) => Error::InvalidInput(format!("job {i} of the batch: {m}")),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks a list filter: its names hold no NUL (the server would refuse the whole statement). Longer
+/// names than [`MAX_NAME_BYTES`] are allowed, so jobs stored before the limit can still be found.
+pub fn check_filter(filter: &JobFilter) -> Result<(), Error> {
+    let names = [
+        ("filter queue", &filter.queue),
+        ("filter task", &filter.task),
+        ("filter lock", &filter.lock),
+        ("filter queueing_lock", &filter.queueing_lock),
+    ];
+    match names
+        .into_iter()
+        .find(|(_, name)| name.as_ref().is_some_and(|n| n.contains('\0')))
+    {
+        Some((field, _)) => Err(refused(field, NUL)),
+        None => Ok(()),
+    }
+}
+
+const NUL: &str = "contains a NUL character (\\u0000), which PostgreSQL cannot store";
+
+fn refused(field: &str, problem: &str) -> Error {
+    Error::InvalidInput(format!("{field} {problem}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +273,122 @@ mod tests {
         assert_eq!(after(Duration::MAX), LATEST);
         assert_eq!(after(Duration::from_secs(10_000 * 366 * 86_400)), LATEST);
         assert!(after(Duration::from_secs(60)) > Utc::now());
+    }
+
+    fn message(result: Result<(), Error>) -> String {
+        match result {
+            Err(Error::InvalidInput(m)) => m,
+            other => panic!("expected InvalidInput, got {other:?}"),
+        }
+    }
+
+    /// `[[…[x]…]]`, `depth` arrays around `x`.
+    fn nested(depth: usize, x: serde_json::Value) -> serde_json::Value {
+        (0..depth).fold(x, |inner, _| serde_json::Value::Array(vec![inner]))
+    }
+
+    #[test]
+    fn names_up_to_the_byte_limit_and_without_nul() {
+        let at_limit = "é".repeat(MAX_NAME_BYTES / 2);
+        assert_eq!(at_limit.len(), MAX_NAME_BYTES);
+        check_name("queue", &at_limit).unwrap();
+        check_name("queue", "").unwrap();
+        let m = message(check_name("lock", &format!("{at_limit}x")));
+        assert!(
+            m.starts_with("lock ") && m.contains("1001 bytes") && m.contains("MAX_NAME_BYTES"),
+            "{m}"
+        );
+        let m = message(check_name("queueing_lock", "a\0b"));
+        assert!(m.starts_with("queueing_lock ") && m.contains("NUL"), "{m}");
+    }
+
+    #[test]
+    fn schedules_within_the_range() {
+        use chrono::TimeZone;
+        check_time("scheduled_at", EARLIEST).unwrap();
+        check_time("scheduled_at", LATEST).unwrap();
+        let year = |y: i32| Utc.with_ymd_and_hms(y, 1, 1, 0, 0, 0).single().unwrap();
+        for bad in [
+            year(0),
+            year(-100),
+            year(10_000),
+            DateTime::<Utc>::MAX_UTC,
+            DateTime::<Utc>::MIN_UTC,
+            EARLIEST - chrono::Duration::nanoseconds(1),
+            LATEST + chrono::Duration::milliseconds(500),
+        ] {
+            let m = message(check_time("scheduled_at", bad));
+            assert!(
+                m.starts_with("scheduled_at ") && m.contains("EARLIEST..=LATEST"),
+                "{m}"
+            );
+        }
+        assert!(check_delay(Duration::from_secs(60)).unwrap() > Utc::now());
+        for bad in [Duration::MAX, Duration::from_secs(10_000 * 366 * 86_400)] {
+            let m = message(check_delay(bad).map(|_| ()));
+            assert!(m.starts_with("delay ") && m.contains("LATEST"), "{m}");
+        }
+    }
+
+    #[test]
+    fn args_nest_up_to_the_limit() {
+        check_args(&nested(MAX_ARGS_DEPTH, serde_json::json!(1))).unwrap();
+        check_args(&nested(MAX_ARGS_DEPTH - 1, serde_json::json!({"a": 1}))).unwrap();
+        check_args(&serde_json::json!("scalar")).unwrap();
+        for too_deep in [
+            nested(MAX_ARGS_DEPTH + 1, serde_json::json!(1)),
+            nested(MAX_ARGS_DEPTH, serde_json::json!({})),
+            nested(200, serde_json::json!(1)),
+        ] {
+            let m = message(check_args(&too_deep));
+            assert!(
+                m.starts_with("args ") && m.contains("100 deep") && m.contains("MAX_ARGS_DEPTH"),
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn args_hold_no_nul_in_strings_or_keys() {
+        let m = message(check_args(
+            &serde_json::json!({"items": [1, {"name": "a\0b"}], "z/~": 1}),
+        ));
+        assert!(m.contains("\"/items/1/name\"") && m.contains("NUL"), "{m}");
+        let m = message(check_args(&serde_json::json!({"ok": {"k\0": 1}})));
+        assert!(
+            m.contains("the key at \"/ok/k\\0\"") && m.contains("NUL"),
+            "{m}"
+        );
+        let m = message(check_args(&serde_json::json!({"a/b~": ["\0"]})));
+        assert!(m.contains("\"/a~1b~0/0\""), "{m}");
+        let m = message(check_args(&serde_json::json!("\0")));
+        assert!(m.contains("the string at \"/\""), "{m}");
+    }
+
+    #[test]
+    fn jobs_and_batches_are_checked_whole() {
+        let mut job = NewJob::new("t", serde_json::json!({}));
+        check_job(&job).unwrap();
+        assert!(message(check_job(&NewJob::new("", serde_json::json!({})))).starts_with("task "));
+        job.options.queue = Some("q".repeat(MAX_NAME_BYTES + 1));
+        assert!(message(check_job(&job)).starts_with("queue "));
+        let mut batch: Vec<NewJob> = (0..1_000)
+            .map(|n| NewJob::new("t", serde_json::json!({ "n": n })))
+            .collect();
+        check_batch(&batch).unwrap();
+        batch[417].args = serde_json::json!({"n": "\0"});
+        let m = message(check_batch(&batch));
+        assert!(m.starts_with("job 417 of the batch: args"), "{m}");
+        let filter = JobFilter {
+            lock: Some("a\0".into()),
+            ..JobFilter::default()
+        };
+        assert!(message(check_filter(&filter)).starts_with("filter lock "));
+        let long = JobFilter {
+            queue: Some("q".repeat(MAX_NAME_BYTES * 10)),
+            ..JobFilter::default()
+        };
+        check_filter(&long).unwrap();
     }
 
     #[test]
