@@ -97,8 +97,7 @@ impl Jobq {
     ) -> Query<T> {
         match serde_json::to_string(&arg) {
             Ok(arg) => self.query(sql, Some(arg), |rows| {
-                let rows: Result<Vec<R>, _> =
-                    rows.iter().map(|r| serde_json::from_str(r)).collect();
+                let rows: Result<Vec<R>, _> = rows.iter().map(|r| limits::read_json(r)).collect();
                 decode(rows?)
             }),
             Err(e) => Query::refused(e.into()),
@@ -239,7 +238,17 @@ impl Jobq {
 
     /// Reads one job's status.
     pub fn status(&self, id: JobId) -> Query<Status> {
-        self.job(id).map(|job| Ok(job.status))
+        /// Only the status: the rest of the row, arguments included, is skipped unread.
+        #[derive(Deserialize)]
+        struct Row {
+            status: Status,
+        }
+        self.json_query(&self.sql.get_job, id, move |rows: Vec<Row>| {
+            rows.into_iter()
+                .next()
+                .map(|row| row.status)
+                .ok_or(Error::JobNotFound(id))
+        })
     }
 
     /// Lists jobs matching `filter`, oldest first. A filter name holding a NUL character is refused with
@@ -305,8 +314,7 @@ impl Jobq {
         match arg {
             Some(arg) => self.json_query(sql, arg, decode),
             None => self.query(sql, None, |rows| {
-                let rows: Result<Vec<R>, _> =
-                    rows.iter().map(|r| serde_json::from_str(r)).collect();
+                let rows: Result<Vec<R>, _> = rows.iter().map(|r| limits::read_json(r)).collect();
                 decode(rows?)
             }),
         }

@@ -9,9 +9,14 @@
 //! | task, queue, lock and queueing-lock names | at most [`MAX_NAME_BYTES`] bytes of UTF-8, no NUL | a btree index entry holds at most 2,704 bytes; `text` holds no NUL |
 //! | a schedule (`scheduled_at`, `Defer::at`, `Defer::after`) | [`EARLIEST`]`..=`[`LATEST`] | chrono writes the year 0, earlier years and years past 9999 in forms PostgreSQL cannot read |
 //! | the arguments | no NUL in any string or key; arrays and objects nested at most [`MAX_ARGS_DEPTH`] deep | `jsonb` holds no `\u0000`; it stores deeper values, but serde_json reads 128 levels by default |
+//!
+//! Reading is the other way round: rows are read whatever their depth (serde_json's recursion limit off,
+//! serde_stacker growing the stack), so one job written by something else cannot make listing fail for
+//! every job.
 
 use crate::{Error, JobFilter, NewJob};
 use chrono::{DateTime, NaiveDate, Utc};
+use serde::de::DeserializeOwned;
 use std::borrow::Cow;
 use std::fmt::Write;
 
@@ -24,7 +29,8 @@ pub const MAX_NAME_BYTES: usize = 1_000;
 
 /// How deep arrays and objects may nest in a job's arguments: `[]` and `{}` are 1 deep, `[[1]]` 2.
 ///
-/// Deferral refuses deeper arguments.
+/// Deferral refuses deeper arguments; reading accepts any depth the server stored (rows written by
+/// something other than jobq).
 pub const MAX_ARGS_DEPTH: usize = 100;
 
 /// The earliest time jobq stores: 0001-01-01T00:00:00Z. PostgreSQL goes further back, but chrono writes the
@@ -249,6 +255,21 @@ pub fn check_filter(filter: &JobFilter) -> Result<(), Error> {
     }
 }
 
+/// Reads one row of JSON whatever its nesting: serde_json's recursion limit (128) is off, and
+/// serde_stacker moves deserialization to a fresh heap-allocated stack segment when the current one
+/// runs low, so a deep row neither fails nor overflows the stack.
+///
+/// A `serde_json::Value` is dropped, printed and compared recursively, so one nested thousands deep
+/// (which only another writer can store: deferral refuses more than [`MAX_ARGS_DEPTH`]) still takes
+/// stack to drop in the caller's code.
+pub(crate) fn read_json<T: DeserializeOwned>(row: &str) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(row);
+    de.disable_recursion_limit();
+    let value = T::deserialize(serde_stacker::Deserializer::new(&mut de))?;
+    de.end()?;
+    Ok(value)
+}
+
 const NUL: &str = "contains a NUL character (\\u0000), which PostgreSQL cannot store";
 
 fn refused(field: &str, problem: &str) -> Error {
@@ -389,6 +410,52 @@ mod tests {
             ..JobFilter::default()
         };
         check_filter(&long).unwrap();
+    }
+
+    /// Takes `value` apart without recursion: a deep `Value`'s own drop recurses.
+    fn drop_flat(value: serde_json::Value) {
+        let mut stack = vec![value];
+        while let Some(mut value) = stack.pop() {
+            match &mut value {
+                serde_json::Value::Array(items) => stack.append(items),
+                serde_json::Value::Object(map) => {
+                    stack.extend(std::mem::take(map).into_iter().map(|(_, v)| v));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn rows_are_read_whatever_their_depth() {
+        #[derive(serde::Deserialize)]
+        struct Row {
+            id: i64,
+            args: serde_json::Value,
+        }
+        let depth = 50_000;
+        let row = format!(
+            "{{\"id\": 7, \"args\": {}1{}}}",
+            "{\"a\": [".repeat(depth),
+            "]}".repeat(depth)
+        );
+        // On a small stack, so that only growing it can get through.
+        let read = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let row: Row = read_json(&row).expect("a deep row is read");
+                let (mut value, mut levels) = (&row.args, 0);
+                while let Some(inner) = value.get("a").and_then(|a| a.get(0)) {
+                    (value, levels) = (inner, levels + 1);
+                }
+                drop_flat(row.args);
+                (row.id, levels)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(read, (7, depth));
+        assert!(read_json::<Row>("{\"id\": 1, \"args\": null} trailing").is_err());
     }
 
     #[test]
