@@ -5,10 +5,12 @@
 
 use crate::observer::{Listener, Observer};
 use crate::{CallerConnection, Harness, PooledConnection};
+use chrono::{DateTime, TimeZone, Utc};
 use jobq_core::prelude::*;
-use jobq_core::{CancelOutcome, ErrorKind, RetryOutcome};
+use jobq_core::{CancelOutcome, Defer, ErrorKind, RetryOutcome, limits};
 use jobq_tempdb::TestDatabase;
 use serde_json::json;
+use std::time::Duration;
 
 /// Everything a case starts with: its database, the caller's connection, an observer and jobq.
 struct Setup<C> {
@@ -40,6 +42,45 @@ fn job(task: &str, args: serde_json::Value) -> NewJob {
 fn with_queueing_lock(mut job: NewJob, lock: &str) -> NewJob {
     job.options.queueing_lock = Some(lock.to_owned());
     job
+}
+
+/// Exactly `bytes` bytes of varied characters (ASCII, Latin, CJK; one, two and three bytes each) drawn from
+/// `seed`. PostgreSQL compresses a repeated character to almost nothing, which hides what a long name
+/// costs an index entry; these it cannot compress.
+fn varied(bytes: usize, seed: u64) -> String {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut text = String::with_capacity(bytes);
+    loop {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let pick = u32::try_from((state >> 8) % 0x5000).expect("small");
+        let c = match state % 3 {
+            0 => char::from_u32(0x21 + pick % 94),
+            1 => char::from_u32(0xC0 + pick % 0x140),
+            _ => char::from_u32(0x4E00 + pick),
+        }
+        .expect("a character");
+        if text.len() + c.len_utf8() > bytes {
+            break;
+        }
+        text.push(c);
+    }
+    while text.len() < bytes {
+        text.push('.');
+    }
+    text
+}
+
+/// `depth` arrays around `inner`: `[[…[inner]…]]`.
+fn nested(depth: usize, inner: serde_json::Value) -> serde_json::Value {
+    (0..depth).fold(inner, |inner, _| json!([inner]))
+}
+
+fn year(year: i32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(year, 1, 1, 0, 0, 0)
+        .single()
+        .expect("a time")
 }
 
 async fn jobs(observer: &Observer) -> i64 {
@@ -544,7 +585,11 @@ pub async fn awkward_input_is_stored_or_refused_cleanly<H: Harness>() {
         jobq,
         ..
     } = setup::<H>().await;
-    let name = format!("q'\";DROP TABLE orders;--ü✓{}", "x".repeat(10_000));
+    let awkward = "q'\";DROP TABLE orders;--ü✓";
+    let name = format!(
+        "{awkward}{}",
+        "x".repeat(limits::MAX_NAME_BYTES - awkward.len())
+    );
     let id = conn
         .run(
             jobq.defer_job(job(&name, json!({"s": "'\";"})))
@@ -580,6 +625,286 @@ pub async fn awkward_input_is_stored_or_refused_cleanly<H: Harness>() {
         "{refused:?}"
     );
     assert_eq!(jobs(&observer).await, 1);
+}
+
+/// Every value the server would refuse (aborting the caller's transaction) is refused by jobq first, with
+/// `InvalidInput`: a NUL in the arguments of one job or of one job in a batch of 1,000, schedules the server
+/// cannot read, names whose index entry would not fit, arguments nested too deep. The caller's next statement
+/// and its commit succeed, its rows kept.
+pub async fn input_the_server_would_refuse_is_refused_before_any_sql<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1, 'book')")
+        .await
+        .unwrap();
+    let six_kb = varied(6_000, 1);
+    let plain = || jobq.defer_job(job("t", json!({})));
+    let refusals: Vec<(&str, Defer)> = vec![
+        (
+            "a NUL in an argument",
+            jobq.defer_job(job("t", json!({"note": "nul \0 here"}))),
+        ),
+        (
+            "a NUL in an argument's key",
+            jobq.defer_job(job("t", json!({"items": [{"k\0": 1}]}))),
+        ),
+        (
+            "arguments nested 200 deep",
+            jobq.defer_job(job("t", nested(200, json!(1)))),
+        ),
+        ("the year 0", plain().at(year(0))),
+        ("the year -100", plain().at(year(-100))),
+        ("the year 10000", plain().at(year(10_000))),
+        ("DateTime::MAX_UTC", plain().at(DateTime::<Utc>::MAX_UTC)),
+        (
+            "one second past LATEST",
+            plain().at(limits::LATEST + chrono::Duration::seconds(1)),
+        ),
+        (
+            "a delay past LATEST",
+            plain().after(Duration::from_secs(10_000 * 366 * 86_400)),
+        ),
+        ("Duration::MAX", plain().after(Duration::MAX)),
+        ("a 6 kB lock", plain().lock(&six_kb)),
+        ("a 6 kB queue", plain().queue(&six_kb)),
+        ("a 6 kB queueing lock", plain().queueing_lock(&six_kb)),
+        ("a 6 kB task", jobq.defer_job(job(&six_kb, json!({})))),
+        (
+            "a lock one byte over the limit",
+            plain().lock(varied(limits::MAX_NAME_BYTES + 1, 2)),
+        ),
+    ];
+    for (what, deferral) in refusals {
+        match conn.run(deferral.into_query()).await {
+            Err(Error::InvalidInput(message)) => assert!(!message.is_empty(), "{what}"),
+            other => panic!("{what}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    let with = |options: JobOptions| NewJob {
+        options,
+        ..job("t", json!({}))
+    };
+    let spoiled = [
+        ("a NUL", job("t", json!({"n": "\0"}))),
+        (
+            "the year 10000",
+            with(JobOptions {
+                scheduled_at: Some(year(10_000)),
+                ..JobOptions::default()
+            }),
+        ),
+        (
+            "a 6 kB queueing lock",
+            with(JobOptions {
+                queueing_lock: Some(six_kb.clone()),
+                ..JobOptions::default()
+            }),
+        ),
+        (
+            "a 6 kB queue",
+            with(JobOptions {
+                queue: Some(six_kb.clone()),
+                ..JobOptions::default()
+            }),
+        ),
+    ];
+    for (what, bad) in spoiled {
+        let mut batch: Vec<NewJob> = (0..1_000).map(|n| job("t", json!({ "n": n }))).collect();
+        batch[617] = bad;
+        match conn.run(jobq.defer_batch(batch)).await {
+            Err(Error::InvalidInput(message)) => {
+                assert!(message.contains("job 617"), "{what}: {message}");
+            }
+            other => panic!("a batch with {what}: expected InvalidInput, got {other:?}"),
+        }
+    }
+    let filter = JobFilter {
+        queue: Some("a\0b".into()),
+        ..JobFilter::default()
+    };
+    let listed = conn.run(jobq.list(&filter)).await;
+    assert!(matches!(listed, Err(Error::InvalidInput(_))), "{listed:?}");
+
+    conn.sql("INSERT INTO orders VALUES (2, 'pen')")
+        .await
+        .expect("the next statement succeeds");
+    conn.run(plain().into_query())
+        .await
+        .expect("the next deferral succeeds");
+    conn.commit().await;
+    assert_eq!(
+        observer.count("SELECT * FROM orders").await,
+        2,
+        "the caller's rows committed"
+    );
+    assert_eq!(jobs(&observer).await, 1, "only the good job");
+}
+
+/// Values exactly at the limits are stored and read back as given: names of [`limits::MAX_NAME_BYTES`]
+/// varied bytes in every field (so every index entry is as long as jobq allows), schedules at
+/// [`limits::LATEST`] and [`limits::EARLIEST`], arguments [`limits::MAX_ARGS_DEPTH`] deep; singly and in a
+/// batch, in the caller's transaction.
+pub async fn values_at_the_limits_are_stored<H: Harness>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let name = |seed| varied(limits::MAX_NAME_BYTES, seed);
+    let deepest = nested(limits::MAX_ARGS_DEPTH, json!("deepest"));
+    let (task, queue, lock, queueing_lock) = (name(3), name(4), name(5), name(6));
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1, 'book')")
+        .await
+        .unwrap();
+    let latest = conn
+        .run(
+            jobq.defer_job(job(&task, deepest.clone()))
+                .queue(&queue)
+                .lock(&lock)
+                .queueing_lock(&queueing_lock)
+                .at(limits::LATEST)
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    let earliest = conn
+        .run(
+            jobq.defer_job(job("t", json!({})))
+                .lock(&lock)
+                .at(limits::EARLIEST)
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    let mut in_batch = job(&name(7), deepest.clone());
+    in_batch.options = JobOptions {
+        queue: Some(name(8)),
+        priority: Some(1),
+        lock: Some(name(9)),
+        queueing_lock: Some(name(10)),
+        scheduled_at: Some(limits::LATEST),
+    };
+    let batch = conn
+        .run(jobq.defer_batch([in_batch.clone(), job("t", json!({}))]))
+        .await
+        .unwrap();
+    conn.sql("INSERT INTO orders VALUES (2, 'pen')")
+        .await
+        .unwrap();
+    conn.commit().await;
+    assert_eq!(observer.count("SELECT * FROM orders").await, 2);
+    assert_eq!(jobs(&observer).await, 4);
+
+    let stored = conn.run(jobq.job(latest)).await.unwrap();
+    assert_eq!(
+        (
+            &stored.task,
+            &stored.queue,
+            stored.lock.as_ref(),
+            stored.queueing_lock.as_ref()
+        ),
+        (&task, &queue, Some(&lock), Some(&queueing_lock))
+    );
+    assert_eq!(stored.scheduled_at, limits::LATEST);
+    assert_eq!(stored.args, deepest);
+    assert_eq!(
+        conn.run(jobq.job(earliest)).await.unwrap().scheduled_at,
+        limits::EARLIEST
+    );
+    let stored = conn.run(jobq.job(batch[0])).await.unwrap();
+    assert_eq!(
+        (stored.task, stored.queue, stored.lock, stored.queueing_lock),
+        (
+            in_batch.task,
+            in_batch.options.queue.unwrap(),
+            in_batch.options.lock,
+            in_batch.options.queueing_lock
+        )
+    );
+    assert_eq!(stored.scheduled_at, limits::LATEST);
+    let listed = conn
+        .run(jobq.list(&JobFilter {
+            queue: Some(queue),
+            ..JobFilter::default()
+        }))
+        .await
+        .unwrap();
+    assert_eq!(listed.iter().map(|j| j.id).collect::<Vec<_>>(), [latest]);
+}
+
+/// A job whose arguments nest 200 deep (valid JSON that the server stores, written here by SQL as another
+/// writer or an older jobq could) breaks no read: `list` still returns every job, `job` and `status` read
+/// it, on the caller's connection and through the pool.
+pub async fn deeply_nested_stored_arguments_are_read<H: Harness>() {
+    let Setup {
+        db,
+        mut conn,
+        observer,
+        jobq,
+    } = setup::<H>().await;
+    let depth = 200;
+    let deep_text = format!(
+        r#"{}{{"deepest": true}}{}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let deep = nested(depth, json!({"deepest": true}));
+    let before = conn
+        .run(jobq.defer_job(job("t", json!({"n": 1}))).into_query())
+        .await
+        .unwrap();
+    let id: i64 = observer
+        .text(&format!(
+            "INSERT INTO jobq.jobs (task, args) VALUES ('deep', '{deep_text}') RETURNING id::text"
+        ))
+        .await
+        .expect("an id")
+        .parse()
+        .unwrap();
+    let id = JobId(id);
+    let after = conn
+        .run(jobq.defer_job(job("t", json!({"n": 2}))).into_query())
+        .await
+        .unwrap();
+
+    let listed = conn.run(jobq.list(&JobFilter::default())).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [before, id, after]
+    );
+    assert_eq!(listed[1].args, deep);
+    assert_eq!(conn.run(jobq.job(id)).await.unwrap().args, deep);
+    assert_eq!(conn.run(jobq.status(id)).await.unwrap(), Status::Todo);
+
+    conn.begin().await;
+    assert_eq!(
+        conn.run(jobq.list(&JobFilter::default()))
+            .await
+            .unwrap()
+            .len(),
+        3,
+        "inside a transaction too"
+    );
+    assert_eq!(conn.run(jobq.status(id)).await.unwrap(), Status::Todo);
+    conn.commit().await;
+
+    let pool = H::pool(db.url()).await;
+    assert_eq!(
+        pool.run(jobq.list(&JobFilter::default()))
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(pool.run(jobq.job(id)).await.unwrap().args, deep);
+    assert_eq!(pool.run(jobq.status(id)).await.unwrap(), Status::Todo);
 }
 
 /// Every operation works through the adapter's pool too.
@@ -660,6 +985,9 @@ macro_rules! conformance_tests {
             missing_schema_is_reported,
             migrate_through_the_adapter,
             awkward_input_is_stored_or_refused_cleanly,
+            input_the_server_would_refuse_is_refused_before_any_sql,
+            values_at_the_limits_are_stored,
+            deeply_nested_stored_arguments_are_read,
             pooled_path_runs_every_operation,
         );
     };
