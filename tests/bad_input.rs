@@ -1,7 +1,8 @@
-//! Bad input the other suites do not cover (see the conformance suite for quotes, unicode, 10 KB names and
-//! extreme priorities, and `jobq-core/tests/worker.rs` for unknown tasks and bad arguments): a 10 MB
-//! argument payload, schedules in the year 1000 and the year 9999, and schema names that an unquoted
-//! LISTEN would choke on. Through the tokio-postgres adapter, a real server and a real worker.
+//! Bad input the other suites do not cover (see the conformance suite for quotes, unicode, names at the
+//! byte limit, extreme priorities, and the values jobq refuses before any SQL, and
+//! `jobq-core/tests/worker.rs` for unknown tasks and bad arguments): a 10 MB argument payload, schedules in
+//! the year 1000 and the year 9999, arguments nested 10,000 deep by another writer, and schema names that
+//! an unquoted LISTEN would choke on. Through the tokio-postgres adapter, a real server and a real worker.
 
 use jobq_core::prelude::*;
 use jobq_core::worker::{Backend, JobContext, Worker};
@@ -220,6 +221,70 @@ async fn schedules_in_the_year_1000_run_at_once_and_in_9999_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_in_the_year_1000_with_a_local_mean_time_zone() {
     schedules_far_away("Europe/Amsterdam").await;
+}
+
+/// How deep `{"a": {"a": …}}` goes, counted without recursion.
+fn depth_of(mut value: &serde_json::Value) -> usize {
+    let mut depth = 0;
+    while let Some(inner) = value.get("a") {
+        (value, depth) = (inner, depth + 1);
+    }
+    depth
+}
+
+/// Takes `value` apart without recursion: a `serde_json::Value`'s own drop recurses once per level, which
+/// 10,000 levels would take more stack for than a test thread has.
+fn drop_flat(value: serde_json::Value) {
+    let mut stack = vec![value];
+    while let Some(mut value) = stack.pop() {
+        match &mut value {
+            serde_json::Value::Array(items) => stack.append(items),
+            serde_json::Value::Object(map) => {
+                stack.extend(std::mem::take(map).into_iter().map(|(_, v)| v));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Arguments nested 10,000 deep, far past serde_json's default limit of 128 and jobq's own
+/// `MAX_ARGS_DEPTH` (PostgreSQL stores them), written with SQL as another writer could: `list` still
+/// returns every job, and `job` and `status` read this one, without overflowing the stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arguments_nested_10_000_deep_by_another_writer_are_read() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let first = jobq
+        .defer_job(NewJob::new("t", serde_json::json!({})))
+        .run(&client)
+        .await
+        .unwrap();
+    let depth = 10_000;
+    let text = format!("{}1{}", r#"{"a": "#.repeat(depth), "}".repeat(depth));
+    let deep: i64 = client
+        .query_one(
+            "INSERT INTO jobq.jobs (task, args) VALUES ('deep', $1::text::jsonb) RETURNING id",
+            &[&text],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let deep = JobId(deep);
+
+    let mut listed = jobq.list(&JobFilter::default()).run(&client).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [first, deep]
+    );
+    assert_eq!(depth_of(&listed[1].args), depth);
+    for job in &mut listed {
+        drop_flat(std::mem::take(&mut job.args));
+    }
+    let mut read = jobq.job(deep).run(&client).await.unwrap();
+    assert_eq!((read.task.as_str(), depth_of(&read.args)), ("deep", depth));
+    drop_flat(std::mem::take(&mut read.args));
+    assert_eq!(jobq.status(deep).run(&client).await.unwrap(), Status::Todo);
 }
 
 #[test]
