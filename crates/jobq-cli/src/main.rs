@@ -1,7 +1,7 @@
 //! `jobq`: the command line for operators and scripts.
 //!
-//! Exit codes: 0 success; 1 a database or schema problem; 2 bad input (nothing was written);
-//! 3 a queueing-lock conflict; 4 no such job.
+//! Exit codes: 0 success; 1 a database or schema problem; 2 bad input, including any value outside
+//! `jobq_core::limits` (nothing was written); 3 a queueing-lock conflict; 4 no such job.
 
 mod output;
 
@@ -161,7 +161,9 @@ impl From<Error> for Failure {
         let code = match &e {
             Error::AlreadyEnqueued { .. } => 3,
             Error::JobNotFound(_) => 4,
-            Error::InvalidInput(_) | Error::Json(_) => 2,
+            Error::InvalidInput(_) => 2,
+            // The arguments are parsed before anything is sent (`bad_input`), so a JSON error here is a
+            // stored row this jobq could not read: not the caller's input.
             _ => 1,
         };
         Failure {
@@ -309,12 +311,7 @@ async fn defer(
         .map_err(|e| bad_input(format!("the arguments are not valid JSON: {e}")))?;
     let at = match (args.at, args.in_) {
         (Some(at), _) => Some(at),
-        (None, Some(delay)) => Some(
-            chrono::Duration::from_std(delay)
-                .ok()
-                .and_then(|d| Utc::now().checked_add_signed(d))
-                .ok_or_else(|| bad_input("--in is too long"))?,
-        ),
+        (None, Some(delay)) => Some(jobq_core::limits::check_delay(delay)?),
         (None, None) => None,
     };
     let options = JobOptions {
