@@ -228,6 +228,23 @@ pub enum Error {
         /// How long the worker waited for its probe.
         waited: std::time::Duration,
     },
+    /// A worker's shutdown could not finish everything in time. Jobs whose end went unreported stay `doing`
+    /// until another worker recovers them (their handlers ran: at least once still holds); handlers left
+    /// running keep the worker registered and heartbeating in the background until they return, for as
+    /// long as the async runtime lives.
+    #[error(
+        "the worker stopped with {} job ends unreported and {} blocking handlers still running \
+         (they ignored their abort){}",
+        unreported.len(),
+        left_running.len(),
+        if left_running.is_empty() { "" } else { "; it stays registered until they return" }
+    )]
+    ShutdownIncomplete {
+        /// Jobs whose end could not be reported to the server.
+        unreported: Vec<crate::JobId>,
+        /// Jobs whose blocking handler was still running.
+        left_running: Vec<crate::JobId>,
+    },
     /// Task arguments could not be turned into JSON, or a stored row could not be read.
     #[error("JSON error: {0}")]
     Json(#[from] serde_json::Error),

@@ -7,11 +7,18 @@ use crate::Error;
 use std::sync::Arc;
 
 /// The numbered migrations, oldest first: (version, name, SQL).
-pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_initial",
-    include_str!("../sql/migrations/0001_initial.sql"),
-)];
+pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "0001_initial",
+        include_str!("../sql/migrations/0001_initial.sql"),
+    ),
+    (
+        2,
+        "0002_reliable_worker",
+        include_str!("../sql/migrations/0002_reliable_worker.sql"),
+    ),
+];
 
 /// The schema version this library needs.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

@@ -487,7 +487,7 @@ async fn abort_stops_async_and_blocking_handlers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shutdown_waits_then_returns_interrupted_jobs_per_strategy() {
+async fn shutdown_waits_then_puts_interrupted_jobs_back_uncharged() {
     let db = jobq_tempdb::database();
     let client = connect(db.url()).await;
     let jobq = Jobq::default();
@@ -517,6 +517,11 @@ async fn shutdown_waits_then_returns_interrupted_jobs_per_strategy() {
     assert_eq!(
         j.last_error.as_deref(),
         Some("interrupted by worker shutdown")
+    );
+    assert_eq!(
+        (j.attempts, j.errors.len()),
+        (0, 0),
+        "not charged: the shutdown was not the job's fault"
     );
     let workers: i64 = client
         .query_one("SELECT count(*) FROM jobq.workers", &[])

@@ -1,2 +1,2 @@
--- $1: {"worker_id": …, "jobs": [...]}; see {schema}.complete_jobs. Returns the number of jobs ended.
-SELECT {schema}.complete_jobs(($1::text)::jsonb)::text AS jobq
+-- $1: {"worker_id": …, "jobs": [...]}; see {schema}.end_jobs. Returns {"busy": [ids not ended yet]}.
+SELECT {schema}.complete(($1::text)::jsonb)::text AS jobq

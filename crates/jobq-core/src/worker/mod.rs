@@ -22,14 +22,24 @@
 //! ```
 //!
 //! Delivery is at least once: a job is marked finished only after its handler returned, so a crash may run
-//! a job again, and never loses one. A worker that stops heartbeating is declared dead after
-//! [`WorkerBuilder::stalled_after`], and its running jobs are retried or failed per their task's strategy
-//! by another worker.
+//! a job again, and never loses one. The worker and the server agree on what is running: each heartbeat
+//! says which jobs the worker holds, and the server puts back, uncharged, any other it has running for that
+//! worker (a fetch whose answer was lost). A job's end is reported until the server takes it. A worker
+//! that stops heartbeating is declared dead after [`WorkerBuilder::stalled_after`], and its running jobs
+//! are retried or failed per their task's strategy by another worker. Every statement of the worker is
+//! bounded by [`WorkerBuilder::statement_timeout`].
 
 mod backend;
+mod complete;
+mod execute;
+mod fetch;
+mod listen;
+mod maintain;
 mod periodic;
 mod retry;
 mod run;
+mod shared;
+mod statements;
 mod task;
 
 pub use backend::{Backend, Notification, SpawnBlocking};
@@ -55,7 +65,7 @@ pub struct Worker<B> {
     config: Config,
 }
 
-/// The worker's settings.
+/// The worker's settings (see the builder's methods for each).
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     name: Arc<str>,
@@ -66,6 +76,7 @@ pub(crate) struct Config {
     heartbeat_interval: Duration,
     stalled_after: Duration,
     shutdown_timeout: Duration,
+    statement_timeout: Duration,
     delete_succeeded: bool,
     prune_after: Option<Duration>,
     listen: bool,
@@ -76,6 +87,7 @@ pub(crate) struct Config {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct WorkerBuilder<B> {
     worker: Worker<B>,
+    retries: HashMap<String, RetryStrategy>,
 }
 
 impl<B: Backend> Worker<B> {
@@ -83,6 +95,7 @@ impl<B: Backend> Worker<B> {
     pub fn builder(jobq: Jobq, backend: B) -> WorkerBuilder<B> {
         let name = format!("{}-{}", hostname(), std::process::id());
         WorkerBuilder {
+            retries: HashMap::new(),
             worker: Worker {
                 jobq,
                 backend,
@@ -97,6 +110,7 @@ impl<B: Backend> Worker<B> {
                     heartbeat_interval: Duration::from_secs(5),
                     stalled_after: Duration::from_secs(60),
                     shutdown_timeout: Duration::from_secs(30),
+                    statement_timeout: Duration::from_secs(10),
                     delete_succeeded: false,
                     prune_after: None,
                     listen: true,
@@ -105,8 +119,14 @@ impl<B: Backend> Worker<B> {
         }
     }
 
-    /// Runs until `shutdown` completes, then stops fetching, lets running jobs finish for up to the shutdown
-    /// timeout, aborts the rest (they go back per their retry strategy), and returns.
+    /// Runs until `shutdown` completes, then stops fetching, puts back the jobs it fetched but did not
+    /// start, lets running jobs finish for up to the shutdown timeout, aborts the rest (they go back to the
+    /// queue, their attempt not charged), reports every end and returns: within the shutdown timeout, one
+    /// second and one statement timeout, even when the server is silent.
+    ///
+    /// Fails at once with [`Error::InvalidInput`], naming the setting, when the settings contradict each
+    /// other; with [`Error::ShutdownIncomplete`] when some ends could not be reported in time, or a blocking
+    /// handler ignored its abort (the worker then stays registered in the background until it returns).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         run::run(self, shutdown).await
     }
@@ -139,11 +159,10 @@ impl<B: Backend> WorkerBuilder<B> {
         self
     }
 
-    /// Replaces the retry strategy of the task registered as `task`.
+    /// Replaces the retry strategy of the task registered as `task`, whether it is registered before or
+    /// after this call.
     pub fn retry(mut self, task: &str, strategy: RetryStrategy) -> Self {
-        if let Some(registered) = self.worker.tasks.get_mut(task) {
-            registered.retry = strategy;
-        }
+        self.retries.insert(task.to_owned(), strategy);
         self
     }
 
@@ -195,6 +214,13 @@ impl<B: Backend> WorkerBuilder<B> {
         self
     }
 
+    /// How long any one of the worker's statements may take before it counts as failed, and its connection
+    /// is closed (10 s by default): a server or network gone silent never holds the worker up for longer.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.config.statement_timeout = timeout;
+        self
+    }
+
     /// How long running jobs may finish after shutdown was asked (30 s by default).
     pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
         self.worker.config.shutdown_timeout = timeout;
@@ -219,9 +245,46 @@ impl<B: Backend> WorkerBuilder<B> {
         self
     }
 
-    /// The worker.
+    /// The worker. Its settings are checked when it starts.
     pub fn build(self) -> Worker<B> {
-        self.worker
+        let mut worker = self.worker;
+        for (task, strategy) in self.retries {
+            if let Some(registered) = worker.tasks.get_mut(&task) {
+                registered.retry = strategy;
+            }
+        }
+        worker
+    }
+}
+
+impl Config {
+    /// Refuses settings that would stop a loop of the worker or contradict each other.
+    fn check(&self) -> Result<(), Error> {
+        let refuse = |setting: &str, why: String| {
+            Err(Error::InvalidInput(format!(
+                "worker setting {setting}: {why}"
+            )))
+        };
+        for (setting, value) in [
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("poll_interval", self.poll_interval),
+            ("statement_timeout", self.statement_timeout),
+        ] {
+            if value.is_zero() {
+                return refuse(setting, "must be more than zero".into());
+            }
+        }
+        if self.stalled_after <= self.heartbeat_interval.saturating_mul(2) {
+            return refuse(
+                "stalled_after",
+                format!(
+                    "{:?} must be more than twice heartbeat_interval ({:?}), or a worker that is merely \
+                     slow counts as dead and its jobs run twice",
+                    self.stalled_after, self.heartbeat_interval
+                ),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -250,14 +313,4 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".to_owned())
-}
-
-/// The text of a panic payload.
-pub(crate) fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-text panic payload".to_owned());
-    format!("the handler panicked: {text}")
 }

@@ -58,3 +58,27 @@ impl Periodic {
             .collect()
     }
 }
+
+/// Defers each periodic task's job once per tick, whichever worker gets there first.
+pub(super) async fn defer_periodic<B: super::Backend>(
+    shared: std::sync::Arc<super::shared::Shared<B>>,
+    periodic: Vec<Periodic>,
+) {
+    let mut last = Utc::now();
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let now = Utc::now();
+        for p in &periodic {
+            for tick in p.ticks(last, now) {
+                if let Err(e) = shared
+                    .run(shared.jobq.defer_tick(&p.key, tick, &p.job))
+                    .await
+                {
+                    tracing::warn!(error = %e, task = %p.key, %tick, "deferring a periodic job failed");
+                }
+            }
+        }
+        last = now;
+    }
+}

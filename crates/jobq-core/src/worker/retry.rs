@@ -157,15 +157,14 @@ impl RetryStrategy {
         }
         let delay = self.backoff.delay(attempt);
         let delay = if self.jitter > 0.0 {
-            delay.mul_f64(1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0))
+            let factor = 1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0);
+            Duration::try_from_secs_f64(delay.as_secs_f64() * factor).unwrap_or(Duration::MAX)
         } else {
             delay
         };
-        let at = chrono::Duration::from_std(delay)
-            .ok()
-            .and_then(|d| Utc::now().checked_add_signed(d));
+        // Any delay is accepted: one beyond what PostgreSQL stores retries "practically never".
         Some(RetryDecision {
-            at,
+            at: Some(crate::limits::after(delay)),
             ..RetryDecision::default()
         })
     }
@@ -215,6 +214,20 @@ mod tests {
                 .after_failure(1, &JobError::new("x"))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn huge_delays_retry_practically_never_and_never_panic() {
+        for strategy in [
+            RetryStrategy::new(5).backoff(Backoff::Constant(Duration::MAX)),
+            RetryStrategy::new(5)
+                .backoff(Backoff::Constant(Duration::MAX))
+                .jitter(0.1),
+            RetryStrategy::new(5).backoff(Backoff::Linear(Duration::MAX)),
+        ] {
+            let at = strategy.after_failure(3, &JobError::new("x")).unwrap().at;
+            assert_eq!(at, Some(crate::limits::LATEST), "{strategy:?}");
+        }
     }
 
     #[test]

@@ -56,6 +56,18 @@ impl JobError {
     pub fn is_retryable(&self) -> bool {
         self.retryable
     }
+
+    /// The failure of a handler that panicked, async or blocking alike: of kind `panic`, and retryable
+    /// like any other failure (the task's strategy decides; [`RetryStrategy::only_kinds`] can leave panics
+    /// out).
+    pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> Self {
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-text panic payload".to_owned());
+        Self::new(format!("the handler panicked: {text}")).with_kind("panic")
+    }
 }
 
 impl fmt::Display for JobError {
@@ -165,9 +177,7 @@ impl Registered {
                     let args = decode::<T>(args)?;
                     match tokio::task::spawn_blocking(move || handler(args, ctx)).await {
                         Ok(result) => result,
-                        Err(e) if e.is_panic() => {
-                            Err(JobError::permanent(super::panic_message(e.into_panic())))
-                        }
+                        Err(e) if e.is_panic() => Err(JobError::panicked(e.into_panic())),
                         Err(e) => Err(JobError::new(e.to_string())),
                     }
                 })

@@ -1,0 +1,121 @@
+//! Running one job: its handler, its abort, and the end it reports.
+
+use super::Backend;
+use super::complete::{Completion, End};
+use super::shared::{Running, Shared};
+use super::task::{JobContext, JobError};
+use crate::Job;
+use futures_util::FutureExt;
+use std::collections::VecDeque;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Starts fetched jobs while slots are free.
+pub(super) fn start_waiting<B: Backend>(
+    shared: &Arc<Shared<B>>,
+    semaphore: &Arc<Semaphore>,
+    waiting: &mut VecDeque<Job>,
+) {
+    while !waiting.is_empty() {
+        let Ok(permit) = semaphore.clone().try_acquire_owned() else {
+            return;
+        };
+        if let Some(job) = waiting.pop_front() {
+            tokio::spawn(execute(shared.clone(), job, permit));
+        }
+    }
+}
+
+enum Outcome {
+    Succeeded,
+    Failed(JobError),
+    Aborted,
+}
+
+async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSemaphorePermit) {
+    let abort = CancellationToken::new();
+    let by_shutdown = Arc::new(AtomicBool::new(false));
+    shared.running().insert(
+        job.id,
+        Running {
+            abort: abort.clone(),
+            by_shutdown: by_shutdown.clone(),
+        },
+    );
+    let span = tracing::info_span!("job", id = %job.id, task = %job.task, queue = %job.queue, attempt = job.attempts);
+    let outcome = run_handler(&shared, &job, &abort)
+        .instrument(span.clone())
+        .await;
+    let completion = match outcome {
+        Outcome::Succeeded => {
+            span.in_scope(|| tracing::info!("job succeeded"));
+            Completion::succeeded(job.id, job.attempts, shared.config.delete_succeeded)
+        }
+        Outcome::Aborted if by_shutdown.load(Ordering::Relaxed) => {
+            // Not the job's fault: back to the queue, the attempt not charged.
+            span.in_scope(|| tracing::warn!("job interrupted by worker shutdown; putting it back"));
+            Completion::new(
+                job.id,
+                job.attempts,
+                End::Release,
+                Some("interrupted by worker shutdown"),
+            )
+        }
+        Outcome::Aborted => {
+            span.in_scope(|| tracing::info!("job aborted"));
+            Completion::new(
+                job.id,
+                job.attempts,
+                End::Aborted,
+                Some("aborted on request"),
+            )
+        }
+        Outcome::Failed(error) => {
+            span.in_scope(|| tracing::warn!(error = %error, "job failed"));
+            shared.after_failure(&job, &error)
+        }
+    };
+    shared.running().remove(&job.id);
+    shared.end(completion);
+    drop(permit);
+    shared.ended.fetch_add(1, Ordering::Relaxed);
+    shared.wake.notify_one();
+}
+
+async fn run_handler<B: Backend>(
+    shared: &Shared<B>,
+    job: &Job,
+    abort: &CancellationToken,
+) -> Outcome {
+    let Some(task) = shared.tasks.get(&job.task) else {
+        return Outcome::Failed(JobError::permanent(format!(
+            "no task named {:?} is registered on worker {}",
+            job.task, shared.config.name
+        )));
+    };
+    let ctx = JobContext {
+        job: Arc::new(job.clone()),
+        worker: shared.config.name.clone(),
+        abort: abort.clone(),
+    };
+    let handler = AssertUnwindSafe((task.run)(job.args.clone(), ctx)).catch_unwind();
+    let result = if task.blocking {
+        Some(handler.await)
+    } else {
+        tokio::select! {
+            result = handler => Some(result),
+            () = abort.cancelled() => None,
+        }
+    };
+    match result {
+        None => Outcome::Aborted,
+        Some(_) if abort.is_cancelled() => Outcome::Aborted,
+        Some(Ok(Ok(()))) => Outcome::Succeeded,
+        Some(Ok(Err(error))) => Outcome::Failed(error),
+        Some(Err(panic)) => Outcome::Failed(JobError::panicked(panic)),
+    }
+}

@@ -1,0 +1,425 @@
+//! The worker never strands or loses a job: the server and the worker agree on what is running, a
+//! completion is never dropped nor poisoned by one bad value, back-offs never overflow, bad settings are
+//! refused, and no job runs twice at once. Each case ends with the same check: nothing left `doing`.
+
+mod common;
+
+use common::{Async, Backend, connect};
+use jobq_core::prelude::*;
+use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker, WorkerBuilder};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Succeeds, or fails with `error` (retried per `Fails::retry`).
+#[derive(Serialize, Deserialize)]
+struct Fails {
+    error: Option<String>,
+}
+
+impl Task for Fails {
+    const NAME: &'static str = "fails";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(3)
+    }
+}
+
+/// Fails once, to be retried after a very long back-off.
+#[derive(Serialize, Deserialize)]
+struct FarRetry;
+
+impl Task for FarRetry {
+    const NAME: &'static str = "far_retry";
+}
+
+/// A blocking handler that sleeps `ms` and ignores its abort flag.
+#[derive(Serialize, Deserialize)]
+struct Stubborn {
+    ms: u64,
+}
+
+impl Task for Stubborn {
+    const NAME: &'static str = "stubborn";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(5)
+    }
+}
+
+/// Waits until `n` jobs of this task have started, then fails (retried).
+#[derive(Serialize, Deserialize)]
+struct Together;
+
+impl Task for Together {
+    const NAME: &'static str = "together";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(5).backoff(Backoff::Constant(Duration::from_secs(3600)))
+    }
+}
+
+fn builder(backend: Backend, runs: Arc<AtomicUsize>) -> WorkerBuilder<Backend> {
+    let together = Arc::new(tokio::sync::Barrier::new(2));
+    let counted = runs.clone();
+    Worker::builder(Jobq::default(), backend)
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .concurrency(50)
+        .task(move |f: Fails, _ctx: JobContext| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                // All jobs of a burst end at about the same moment, so they share completion batches.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                match f.error {
+                    // Arguments cannot hold a NUL; the handler's message can.
+                    Some(e) => Err(JobError::new(e.replace("<NUL>", "\0"))),
+                    None => Ok(()),
+                }
+            }
+        })
+        .task(|_: FarRetry, ctx: JobContext| async move {
+            Err(JobError::new(format!("attempt {}", ctx.attempt())))
+        })
+        .task(move |_: Together, _ctx: JobContext| {
+            let together = together.clone();
+            async move {
+                together.wait().await;
+                Err(JobError::new("failing together"))
+            }
+        })
+        .blocking_task(|s: Stubborn, _ctx: JobContext| {
+            std::thread::sleep(Duration::from_millis(s.ms));
+            Ok(())
+        })
+}
+
+type Running = tokio::task::JoinHandle<Result<(), Error>>;
+
+fn start<B: jobq_core::worker::Backend>(worker: Worker<B>) -> (CancellationToken, Running) {
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let handle = tokio::spawn(async move { worker.run_until(stopped.cancelled_owned()).await });
+    (stop, handle)
+}
+
+async fn wait_for(client: &tokio_postgres::Client, sql: &str) {
+    for _ in 0..600 {
+        if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("condition never held: {sql}");
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn nothing_doing(client: &tokio_postgres::Client) {
+    assert_eq!(
+        count(client, "SELECT 1 FROM jobq.jobs WHERE status = 'doing'").await,
+        0,
+        "no job is left doing"
+    );
+}
+
+fn fails(error: Option<&str>) -> NewJob {
+    NewJob::from_task(&Fails {
+        error: error.map(str::to_owned),
+    })
+    .unwrap()
+}
+
+/// A fetch (or hand-over) whose answer was lost has committed on the server: jobs `doing` for a live worker
+/// that never heard of them. The worker's heartbeat puts them back, the attempt not charged, and they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_a_worker_does_not_know_it_holds_are_put_back_uncharged_and_run() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (stop, handle) = start(builder(Backend::connect(db.url()).await, runs.clone()).build());
+    wait_for(&client, "SELECT count(*) = 1 FROM jobq.workers").await;
+    // As a fetch whose answer never arrived leaves them: `doing` for this worker, attempt counted.
+    let jobq = Jobq::default();
+    let ids = jobq
+        .defer_batch((0..5).map(|_| {
+            let mut job = fails(None);
+            job.options.scheduled_at = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+            job
+        }))
+        .run(Async(&client))
+        .await
+        .unwrap();
+    let list = ids
+        .iter()
+        .map(|id| id.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    client
+        .batch_execute(&format!(
+            "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
+                 scheduled_at = now(), worker_id = (SELECT id FROM jobq.workers)
+             WHERE id IN ({list})"
+        ))
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "SELECT count(*) = 5 FROM jobq.jobs WHERE status = 'succeeded'",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        count(
+            &client,
+            "SELECT 1 FROM jobq.jobs WHERE attempts = 1 AND errors = '[]'"
+        )
+        .await,
+        5,
+        "each ran once, and the lost hand-over was not charged"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+    nothing_doing(&client).await;
+}
+
+/// One error message with a NUL character, which `jsonb` refuses, among two dozen successes that end in the
+/// same moment: the successes are stored, and the bad message is stored with the NUL replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_an_error_message_poisons_nothing() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let mut batch: Vec<NewJob> = (0..24).map(|_| fails(None)).collect();
+    batch.push(fails(Some("bad<NUL>byte")));
+    let ids = jobq.defer_batch(batch).run(Async(&client)).await.unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let w = builder(Backend::connect(db.url()).await, runs.clone())
+        .retry("fails", RetryStrategy::none())
+        .build();
+    let (stop, handle) = start(w);
+    wait_for(
+        &client,
+        "SELECT count(*) = 25 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(
+        count(
+            &client,
+            "SELECT 1 FROM jobq.jobs WHERE status = 'succeeded'"
+        )
+        .await,
+        24
+    );
+    let bad = jobq.job(ids[24]).run(Async(&client)).await.unwrap();
+    assert_eq!(bad.status, Status::Failed);
+    assert_eq!(bad.last_error.as_deref(), Some("bad\u{FFFD}byte"));
+    assert_eq!(runs.load(Ordering::SeqCst), 25, "each ran exactly once");
+    nothing_doing(&client).await;
+}
+
+/// Back-offs of 10,000 years and of `Duration::MAX` (with jitter) retry "practically never": at the latest
+/// time PostgreSQL reads back, not now, and without a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_back_offs_retry_practically_never() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let year = Duration::from_secs(366 * 86_400);
+    for backoff in [
+        RetryStrategy::new(2).backoff(Backoff::Constant(year * 10_000)),
+        RetryStrategy::new(2).backoff(Backoff::Constant(Duration::MAX)),
+        RetryStrategy::new(2)
+            .backoff(Backoff::Constant(Duration::MAX))
+            .jitter(0.1),
+    ] {
+        let id = jobq.defer(&FarRetry).run(Async(&client)).await.unwrap();
+        let w = builder(Backend::connect(db.url()).await, Arc::default())
+            .retry("far_retry", backoff)
+            .build();
+        let (stop, handle) = start(w);
+        wait_for(
+            &client,
+            &format!("SELECT status = 'todo' AND attempts = 1 FROM jobq.jobs WHERE id = {id}"),
+        )
+        .await;
+        stop.cancel();
+        handle.await.unwrap().unwrap();
+        let job = jobq.job(id).run(Async(&client)).await.unwrap();
+        assert_eq!(job.scheduled_at, jobq_core::limits::LATEST, "{job:?}");
+    }
+    nothing_doing(&client).await;
+}
+
+/// Settings that would panic a worker's task, or contradict each other, are refused at start with the
+/// setting's name, and leave no worker registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_and_contradictory_settings_are_refused_at_start() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let backend = Backend::connect(db.url()).await;
+    let cases: [(&str, WorkerBuilder<Backend>); 4] = [
+        (
+            "heartbeat_interval",
+            builder(backend.clone(), Arc::default()).heartbeat_interval(Duration::ZERO),
+        ),
+        (
+            "poll_interval",
+            builder(backend.clone(), Arc::default()).poll_interval(Duration::ZERO),
+        ),
+        (
+            "stalled_after",
+            builder(backend.clone(), Arc::default())
+                .heartbeat_interval(Duration::from_secs(5))
+                .stalled_after(Duration::from_secs(2)),
+        ),
+        (
+            "statement_timeout",
+            builder(backend.clone(), Arc::default()).statement_timeout(Duration::ZERO),
+        ),
+    ];
+    for (setting, w) in cases {
+        let err = w
+            .build()
+            .run_until(std::future::pending())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidInput(m) if m.contains(setting)),
+            "{setting}: {err:?}"
+        );
+    }
+    assert_eq!(count(&client, "SELECT 1 FROM jobq.workers").await, 0);
+}
+
+/// A blocking handler that ignores its abort flag past the shutdown timeout: `run_until` returns on time and
+/// says which job it left, the worker stays registered and heartbeating while the handler runs (so no one
+/// recovers the job and runs it a second time meanwhile), and the job ends `succeeded` when the handler does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_left_running_at_shutdown_keeps_its_worker_alive() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let id = jobq
+        .defer(&Stubborn { ms: 4_000 })
+        .run(Async(&client))
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let w = builder(Backend::connect(db.url()).await, runs.clone())
+        .shutdown_timeout(Duration::from_millis(200))
+        .build();
+    let (stop, handle) = start(w);
+    wait_for(
+        &client,
+        &format!("SELECT status = 'doing' FROM jobq.jobs WHERE id = {id}"),
+    )
+    .await;
+    // A second worker that declares others dead after one second of silence.
+    let (stop_other, other) = start(
+        builder(Backend::connect(db.url()).await, runs.clone())
+            .stalled_after(Duration::from_secs(1))
+            .name("other")
+            .build(),
+    );
+    let asked = std::time::Instant::now();
+    stop.cancel();
+    let err = handle.await.unwrap().unwrap_err();
+    assert!(asked.elapsed() < Duration::from_secs(3), "returned on time");
+    assert!(
+        matches!(&err, Error::ShutdownIncomplete { left_running, .. } if left_running == &[id]),
+        "{err:?}"
+    );
+    // Well past `stalled_after`, the job is still this worker's.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    assert_eq!(
+        jobq.status(id).run(Async(&client)).await.unwrap(),
+        Status::Doing
+    );
+    wait_for(
+        &client,
+        &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {id}"),
+    )
+    .await;
+    wait_for(
+        &client,
+        "SELECT count(*) = 0 FROM jobq.workers WHERE name <> 'other'",
+    )
+    .await;
+    stop_other.cancel();
+    other.await.unwrap().unwrap();
+    let job = jobq.job(id).run(Async(&client)).await.unwrap();
+    assert_eq!((job.attempts, job.errors.len()), (1, 0), "{job:?}");
+    nothing_doing(&client).await;
+}
+
+/// Two running jobs of one queueing lock fail at the same moment and both ask for a retry, beside ten quick
+/// jobs: their retries collide on the queueing lock. One is retried, the other fails saying why, and the
+/// batch around them is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn colliding_retries_of_one_queueing_lock_strand_nothing() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (stop, handle) = start(builder(Backend::connect(db.url()).await, runs.clone()).build());
+    let first = jobq
+        .defer(&Together)
+        .queueing_lock("k")
+        .run(Async(&client))
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        &format!("SELECT status = 'doing' FROM jobq.jobs WHERE id = {first}"),
+    )
+    .await;
+    // The first is running, so the queueing lock is free again.
+    let second = jobq
+        .defer(&Together)
+        .queueing_lock("k")
+        .run(Async(&client))
+        .await
+        .unwrap();
+    jobq.defer_batch((0..10).map(|_| fails(None)))
+        .run(Async(&client))
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "SELECT count(*) = 0 FROM jobq.jobs WHERE status = 'doing' OR (status = 'todo' AND task = 'fails')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let statuses: Vec<(Status, Option<String>)> = {
+        let mut out = Vec::new();
+        for id in [first, second] {
+            let job = jobq.job(id).run(Async(&client)).await.unwrap();
+            out.push((job.status, job.last_error));
+        }
+        out
+    };
+    assert!(
+        statuses.iter().filter(|(s, _)| *s == Status::Todo).count() == 1
+            && statuses.iter().any(|(s, e)| *s == Status::Failed
+                && e.as_deref().is_some_and(|e| e.contains("queueing lock"))),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT 1 FROM jobq.jobs WHERE task = 'fails' AND status = 'succeeded'"
+        )
+        .await,
+        10
+    );
+    nothing_doing(&client).await;
+}
