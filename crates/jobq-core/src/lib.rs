@@ -15,6 +15,7 @@ mod executor;
 mod jobq;
 pub mod limits;
 mod model;
+pub mod network;
 mod query;
 mod sql;
 pub mod worker;

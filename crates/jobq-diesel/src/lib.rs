@@ -373,7 +373,8 @@ impl IntoBlockingExecutor<Diesel> for &PoolExecutor {
     }
 }
 
-/// Builds an r2d2 pool of at most `size` connections to `url`; connections are made when first needed.
+/// Builds an r2d2 pool of at most `size` connections to `url`; connections are made when first needed, with
+/// jobq's [network bounds](jobq_core::network) as libpq parameters wherever the URL sets none.
 ///
 /// r2d2 checks each connection it hands out with diesel's cached `SELECT 1`. Behind PgBouncer in
 /// transaction pooling mode that named statement meets other clients' on shared server connections and
@@ -391,7 +392,9 @@ pub fn pool(url: &str, size: u32) -> Result<PgPool, ConnectorError> {
         .max_size(size)
         .min_idle(Some(0))
         .connection_timeout(std::time::Duration::from_secs(30))
-        .build_unchecked(ConnectionManager::new(url)))
+        .build_unchecked(ConnectionManager::new(
+            jobq_core::network::with_libpq_bounds(url),
+        )))
 }
 
 /// The worker backend for a pool (a [`PgPool`], or a [`PoolExecutor`] such as

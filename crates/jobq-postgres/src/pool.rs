@@ -16,12 +16,13 @@ use tokio::sync::{mpsc, oneshot};
 pub type Pool<T = NoTls> = r2d2::Pool<PostgresConnectionManager<T>>;
 
 /// Builds an r2d2 pool of at most `size` connections to `url` (without TLS), that waits at most 30 s for a
-/// free connection.
+/// free connection, with jobq's [network bounds](jobq_core::network) (connect timeout, keepalives, TCP user
+/// timeout) wherever the URL sets none.
 ///
 /// Connections are made when first needed, so this returns at once; an unparsable `url` or a `size` of 0
 /// fails.
 pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
-    let config: postgres::Config = url.parse().map_err(connector_error)?;
+    let config = bounded(url)?;
     let size = u32::try_from(size).unwrap_or(u32::MAX);
     if size == 0 {
         return Err(ConnectorError::new(
@@ -36,6 +37,30 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
         .connection_timeout(Duration::from_secs(30))
         .build(PostgresConnectionManager::new(config, NoTls))
         .map_err(pool_error)
+}
+
+/// The connection settings of `url`, with jobq's [network bounds](jobq_core::network) wherever the URL sets
+/// none. (Twin of `bounded` in jobq-tokio-postgres, whose `Config` is another type: change both.)
+fn bounded(url: &str) -> Result<postgres::Config, ConnectorError> {
+    use jobq_core::network;
+    let mut config: postgres::Config = url.parse().map_err(connector_error)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(network::CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(network::TCP_USER_TIMEOUT);
+    }
+    // postgres keeps keepalives on, and idle for two hours unless told otherwise.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(network::KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(network::KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(network::KEEPALIVE_RETRIES);
+    }
+    Ok(config)
 }
 
 /// An r2d2 pool as an owned, cloneable executor: each statement takes a connection from the pool and
@@ -128,8 +153,7 @@ impl<M: Manager> PoolExecutor<M> {
 impl PoolExecutor {
     /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server.
     pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
-        let config = url.parse().map_err(connector_error)?;
-        Ok(Self::new(pool(url, size)?).listen_with(config))
+        Ok(Self::new(pool(url, size)?).listen_with(bounded(url)?))
     }
 }
 

@@ -94,13 +94,41 @@ impl From<PgPool> for PoolExecutor {
 
 impl AsyncExecutor for PoolExecutor {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        if !self.transaction_pooling {
-            return fetch(&self.pool, sql, arg, true).await;
+        let conn = self.pool.acquire().await.map_err(connector_error)?;
+        let mut conn = CloseIfAbandoned {
+            conn,
+            finished: false,
+        };
+        let rows = if self.transaction_pooling {
+            let mut tx = sqlx::Connection::begin(&mut *conn.conn)
+                .await
+                .map_err(connector_error)?;
+            let rows = fetch(&mut *tx, sql, arg, false).await;
+            match rows {
+                Ok(rows) => tx.commit().await.map_err(connector_error).map(|()| rows),
+                Err(e) => Err(e),
+            }
+        } else {
+            fetch(&mut *conn.conn, sql, arg, true).await
+        };
+        conn.finished = true;
+        rows
+    }
+}
+
+/// A pooled connection that is closed, not returned to the pool, when the statement on it is abandoned
+/// (its future dropped, as a worker does when a statement outlives its timeout): its answer may still be
+/// on the way, or the connection may have gone silent, so it is not fit for the next statement.
+struct CloseIfAbandoned {
+    conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    finished: bool,
+}
+
+impl Drop for CloseIfAbandoned {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.conn.close_on_drop();
         }
-        let mut tx = self.pool.begin().await.map_err(connector_error)?;
-        let rows = fetch(&mut *tx, sql, arg, false).await?;
-        tx.commit().await.map_err(connector_error)?;
-        Ok(rows)
     }
 }
 

@@ -288,3 +288,35 @@ async fn listen_uses_a_connection_of_its_own_and_closes_it_when_dropped() {
     }
     panic!("the LISTEN connection stayed open after its receiver was dropped");
 }
+
+/// A statement abandoned mid-flight (its future dropped, as a worker does past its statement timeout)
+/// leaves no connection behind in the pool: its connection is closed, and the next statement gets a new one.
+#[tokio::test]
+async fn an_abandoned_statement_closes_its_connection() {
+    use jobq_core::AsyncExecutor;
+    let db = jobq_tempdb::database();
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let mut pool = PoolExecutor::new(pool);
+    let first = pool
+        .query("SELECT pg_backend_pid()::text", None)
+        .await
+        .unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        pool.query("SELECT pg_sleep(30)::text", None),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep was abandoned");
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.query("SELECT pg_backend_pid()::text", None),
+    )
+    .await
+    .expect("the next statement does not wait for the abandoned one")
+    .unwrap();
+    assert_ne!(first, next, "a new connection");
+}

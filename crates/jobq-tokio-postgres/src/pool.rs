@@ -12,12 +12,13 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 /// Builds a deadpool pool of at most `size` connections to `url` (without TLS), that waits at most 30 s for
-/// a free connection.
+/// a free connection, with jobq's [network bounds](jobq_core::network) (connect timeout, keepalives, TCP
+/// user timeout) wherever the URL sets none.
 ///
 /// Connections are made when first needed, so this returns at once; an unparsable `url` or a `size` of 0
 /// fails.
 pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
-    let config: tokio_postgres::Config = url.parse().map_err(connector_error)?;
+    let config = bounded(url)?;
     if size == 0 {
         return Err(ConnectorError::new(
             CONNECTOR,
@@ -32,6 +33,30 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
         .create_timeout(Some(Duration::from_secs(30)))
         .build()
         .map_err(|e| ConnectorError::new(CONNECTOR, ErrorKind::Other, e.to_string()).with_source(e))
+}
+
+/// The connection settings of `url`, with jobq's [network bounds](jobq_core::network) wherever the URL sets
+/// none. (Twin of `bounded` in jobq-postgres, whose `Config` is another type: change both.)
+fn bounded(url: &str) -> Result<tokio_postgres::Config, ConnectorError> {
+    use jobq_core::network;
+    let mut config: tokio_postgres::Config = url.parse().map_err(connector_error)?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(network::CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(network::TCP_USER_TIMEOUT);
+    }
+    // tokio-postgres keeps keepalives on, and idle for two hours unless told otherwise.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(network::KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(network::KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(network::KEEPALIVE_RETRIES);
+    }
+    Ok(config)
 }
 
 /// A deadpool pool as an owned, cloneable executor: each statement takes a connection from the pool and
@@ -71,8 +96,7 @@ impl PoolExecutor {
 
     /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server.
     pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
-        let config = url.parse().map_err(connector_error)?;
-        Ok(Self::new(pool(url, size)?).listen_with(config))
+        Ok(Self::new(pool(url, size)?).listen_with(bounded(url)?))
     }
 
     /// Opens LISTEN connections (without TLS) with `config`, so an idle worker wakes at once.
@@ -99,14 +123,48 @@ impl PoolExecutor {
 
 impl AsyncExecutor for PoolExecutor {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
-        let client = self.pool.get().await.map_err(pool_error)?;
-        if self.transaction_pooling {
-            TransactionPooling(&client)
+        let mut client = CloseIfAbandoned {
+            object: Some(self.pool.get().await.map_err(pool_error)?),
+        };
+        let Some(object) = client.object.as_ref() else {
+            return Err(ConnectorError::new(
+                CONNECTOR,
+                ErrorKind::Other,
+                "no connection",
+            ));
+        };
+        let rows = if self.transaction_pooling {
+            TransactionPooling(object)
                 .into_executor()?
                 .query(sql, arg)
                 .await
         } else {
-            (&client).into_executor()?.query(sql, arg).await
+            object.into_executor()?.query(sql, arg).await
+        };
+        client.finished();
+        rows
+    }
+}
+
+/// A pooled connection that is closed, not returned to the pool, when the statement on it is abandoned
+/// (its future dropped, as a worker does when a statement outlives its timeout): its answer may still be
+/// on the way, or the connection may have gone silent, so it is not fit for the next statement.
+struct CloseIfAbandoned {
+    object: Option<deadpool_postgres::Object>,
+}
+
+impl CloseIfAbandoned {
+    /// The statement ended: the connection goes back to the pool.
+    fn finished(&mut self) {
+        self.object.take();
+    }
+}
+
+impl Drop for CloseIfAbandoned {
+    fn drop(&mut self) {
+        if let Some(object) = self.object.take() {
+            // Out of the pool for good; dropping the client closes the connection.
+            drop(deadpool_postgres::Object::take(object));
         }
     }
 }

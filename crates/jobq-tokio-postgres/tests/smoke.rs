@@ -241,3 +241,30 @@ async fn a_statement_cache_prepares_each_statement_once_per_connection() {
     assert_eq!(id.unwrap(), JobId(4));
     assert_eq!(statements.len(), 1, "the defer statement, prepared again");
 }
+
+/// A statement abandoned mid-flight (its future dropped, as a worker does past its statement timeout)
+/// leaves no connection behind in the pool: its connection is closed, and the next statement gets a new one.
+#[tokio::test]
+async fn an_abandoned_statement_closes_its_connection() {
+    use jobq_core::AsyncExecutor;
+    let db = jobq_tempdb::database();
+    let mut pool = PoolExecutor::new(jobq_tokio_postgres::pool(db.url(), 1).unwrap());
+    let first = pool
+        .query("SELECT pg_backend_pid()::text", None)
+        .await
+        .unwrap();
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        pool.query("SELECT pg_sleep(30)::text", None),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the sleep was abandoned");
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.query("SELECT pg_backend_pid()::text", None),
+    )
+    .await
+    .expect("the next statement does not queue behind the abandoned one")
+    .unwrap();
+    assert_ne!(first, next, "a new connection");
+}
