@@ -40,6 +40,10 @@ bench *ARGS:
 soak:
     JOBQ_SOAK_JOBS=100000 cargo test -p jobq-tests --release -- --nocapture
 
+# The fault-injection tests (lost answers, a crashed server, silent connections), with 20 rounds of faults.
+chaos:
+    JOBQ_CHAOS_ROUNDS=20 cargo test -p jobq-tests --release --test chaos -- --nocapture
+
 # Look for repeated code.
 duplicates:
     duplicates --most 40

@@ -36,12 +36,23 @@ pub fn worker(
     url: &str,
     concurrency: usize,
 ) -> Result<Worker<PoolExecutor>, jobq_core::ConnectorError> {
-    let runs = jobq_tokio_postgres::pool(url, 4)?;
+    worker_via(url, url, concurrency)
+}
+
+/// A worker whose own connections go to `url` (through a fault proxy, say) while its handlers record their
+/// runs over `runs_url`: the faults hit jobq, not the test's bookkeeping.
+pub fn worker_via(
+    url: &str,
+    runs_url: &str,
+    concurrency: usize,
+) -> Result<Worker<PoolExecutor>, jobq_core::ConnectorError> {
+    let runs = jobq_tokio_postgres::pool(runs_url, 4)?;
     Ok(Worker::builder(jobq_core::Jobq::default(), PoolExecutor::connect(url, 4)?)
         .concurrency(concurrency)
         .poll_interval(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_millis(200))
         .stalled_after(Duration::from_secs(2))
+        .statement_timeout(Duration::from_secs(2))
         .shutdown_timeout(Duration::from_secs(5))
         .task(move |slow: Slow, ctx: JobContext| {
             let runs = runs.clone();

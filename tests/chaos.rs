@@ -1,0 +1,275 @@
+//! Fault injection between a worker and a real server: answers lost on a network that pauses and then
+//! cuts every connection, a server that crashes (`pg_ctl stop -m immediate`) and stays down for longer
+//! than a completion's retries used to last, and connections that go silent for good. Each ends with the
+//! same check: every acknowledged job ran its handler at least once and ended `succeeded`, none ended
+//! `failed`, none is left `doing`; double runs are counted and printed.
+//!
+//! `JOBQ_CHAOS_ROUNDS` sets how many fault rounds the lost-answer test runs (6 by default; `just chaos`
+//! runs more).
+
+use jobq_core::{Jobq, NewJob, Operation};
+use jobq_tests::proxy::FaultProxy;
+use jobq_tests::{RUNS_TABLE, Slow, connect, wait_until};
+use std::time::{Duration, Instant};
+
+fn rounds() -> usize {
+    std::env::var("JOBQ_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+fn slow(ms: u64, lock: Option<String>) -> NewJob {
+    let mut job = NewJob::from_task(&Slow {
+        ms,
+        fail_first: false,
+    })
+    .unwrap();
+    job.options.lock = lock;
+    job
+}
+
+async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// The end check of every fault test, over the jobs `ids` whose deferral was acknowledged.
+async fn every_acknowledged_job_ran_and_succeeded(
+    observer: &tokio_postgres::Client,
+    ids: &[i64],
+    what: &str,
+) {
+    let list = format!(
+        "'{{{}}}'::bigint[]",
+        ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+    );
+    let succeeded = count(
+        observer,
+        &format!("SELECT 1 FROM jobq.jobs WHERE status = 'succeeded' AND id = ANY({list})"),
+    )
+    .await;
+    let ran = count(
+        observer,
+        &format!("SELECT DISTINCT job_id FROM runs WHERE job_id = ANY({list})"),
+    )
+    .await;
+    let failed = count(observer, "SELECT 1 FROM jobq.jobs WHERE status = 'failed'").await;
+    let doing = count(observer, "SELECT 1 FROM jobq.jobs WHERE status = 'doing'").await;
+    let twice = count(
+        observer,
+        "SELECT job_id FROM runs GROUP BY job_id HAVING count(*) > 1",
+    )
+    .await;
+    eprintln!(
+        "{what}: {} acknowledged, {succeeded} succeeded, {ran} ran, {failed} failed, {doing} doing, \
+         {twice} ran more than once",
+        ids.len()
+    );
+    assert_eq!(
+        succeeded,
+        ids.len() as i64,
+        "every acknowledged job succeeded"
+    );
+    assert_eq!(
+        ran,
+        ids.len() as i64,
+        "every acknowledged job's handler ran"
+    );
+    assert_eq!(failed, 0, "no job failed");
+    assert_eq!(doing, 0, "no job is left doing");
+}
+
+/// The proxy drops every byte for 1.5 s, then closes every connection, round after round, while a worker
+/// runs short jobs, some under locks. Fetches and completions whose answers were lost had committed on
+/// the server: the worker's heartbeat puts back the jobs it never received (uncharged), and its ends are
+/// reported again until they are taken. Before, such jobs stayed `doing` for good, blocking their locks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_lost_on_a_failing_network_strand_no_job() {
+    let db = jobq_tempdb::database();
+    let observer = connect(db.url()).await;
+    observer.batch_execute(RUNS_TABLE).await.unwrap();
+    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let jobq = Jobq::default();
+    let jobs = 200 * rounds();
+    let batch = (0..jobs).map(|n| slow(150, (n % 5 == 0).then(|| format!("tenant-{}", n % 7))));
+    let ids: Vec<i64> = jobq
+        .defer_batch(batch)
+        .run(&observer)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.0)
+        .collect();
+    let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 16).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    for _ in 0..rounds() {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        proxy.pause();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        proxy.cut();
+        proxy.resume();
+    }
+    wait_until(
+        &observer,
+        "SELECT count(*) = 0 FROM jobq.jobs WHERE status IN ('todo', 'doing')",
+        Duration::from_secs(180),
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "lost answers").await;
+}
+
+/// The server crashes (`pg_ctl stop -m immediate`) under a worker and a deferring client, and stays down
+/// for 9 s, longer than the completer's retries used to last; then it starts again. Only deferrals whose
+/// COMMIT was acknowledged, with `synchronous_commit = on`, count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_down_for_nine_seconds_loses_and_strands_nothing() {
+    let server = jobq_tempdb::Server::start_private().unwrap();
+    let db = server.database(true).unwrap();
+    let url = db.url().to_owned();
+    let durable = format!("{url}?options=-c%20synchronous_commit%3Don");
+    connect(&url).await.batch_execute(RUNS_TABLE).await.unwrap();
+    let worker = jobq_tests::worker(&url, 16).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    let deferring = tokio::spawn(defer_one_by_one(durable.clone(), 400));
+    let observer = connect(&url).await;
+    wait_until(
+        &observer,
+        "SELECT count(*) >= 150 FROM jobq.jobs",
+        Duration::from_secs(60),
+    )
+    .await;
+    drop(observer);
+    server.crash().unwrap();
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    server.start_again().unwrap();
+    let (ids, failures) = deferring.await.unwrap();
+    let observer = connect(&url).await;
+    wait_until(
+        &observer,
+        "SELECT count(*) = 0 FROM jobq.jobs WHERE status IN ('todo', 'doing')",
+        Duration::from_secs(120),
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    eprintln!("crash: {failures} deferrals failed while the server was down");
+    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "crash").await;
+}
+
+/// Defers `n` jobs, one per transaction on `url`, retrying through errors; returns the acknowledged ids and
+/// how many attempts failed.
+async fn defer_one_by_one(url: String, n: usize) -> (Vec<i64>, usize) {
+    let jobq = Jobq::default();
+    let mut acknowledged = Vec::new();
+    let mut failures = 0;
+    let mut client = None;
+    while acknowledged.len() < n {
+        if client.is_none() {
+            client = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .ok()
+                .map(|(c, conn)| {
+                    tokio::spawn(conn);
+                    c
+                });
+        }
+        let Some(c) = client.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let attempt = async {
+            let tx = c.transaction().await.map_err(|e| e.to_string())?;
+            let id = jobq
+                .defer_job(slow(5, None))
+                .run(&tx)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(id)
+        };
+        match attempt.await {
+            Ok(id) => acknowledged.push(id.0),
+            Err(_) => {
+                failures += 1;
+                client = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (acknowledged, failures)
+}
+
+/// Every connection of a running worker goes silent for good (no FIN, no RST: a lost host, or a failover
+/// to a new server at the same address), while new connections work. A job deferred afterwards runs, the
+/// heartbeat stays fresh, and a shutdown returns on time. Before, the worker waited on its silent
+/// connections forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_hold_nothing_up() {
+    let db = jobq_tempdb::database();
+    let observer = connect(db.url()).await;
+    observer.batch_execute(RUNS_TABLE).await.unwrap();
+    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let jobq = Jobq::default();
+    let mut ids = Vec::new();
+    for _ in 0..20 {
+        ids.push(
+            jobq.defer_job(slow(10, None))
+                .run(&observer)
+                .await
+                .unwrap()
+                .0,
+        );
+    }
+    let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 4).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    wait_until(
+        &observer,
+        "SELECT count(*) = 20 FROM jobq.jobs WHERE status = 'succeeded'",
+        Duration::from_secs(60),
+    )
+    .await;
+    proxy.blackhole();
+    let late = jobq
+        .defer_job(slow(10, None))
+        .run(&observer)
+        .await
+        .unwrap()
+        .0;
+    ids.push(late);
+    wait_until(
+        &observer,
+        &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {late}"),
+        Duration::from_secs(30),
+    )
+    .await;
+    // Longer than the 2 s after which another worker would declare this one dead.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let age: f64 = observer
+        .query_one(
+            "SELECT extract(epoch FROM now() - max(heartbeat_at))::float8 FROM jobq.workers",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(age < 2.0, "the heartbeat is {age} s old");
+    proxy.blackhole();
+    let asked = Instant::now();
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let took = asked.elapsed();
+    eprintln!("silent connections: shutdown took {took:?} with every connection silent");
+    // shutdown_timeout (5 s) + 1 s + statement_timeout (2 s) is the bound; this is a loose check of it.
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
+    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "silent connections").await;
+}
