@@ -83,8 +83,8 @@ async fn every_acknowledged_job_ran_and_succeeded(
     assert_eq!(doing, 0, "no job is left doing");
 }
 
-/// The proxy drops every byte for 1.5 s, then closes every connection, round after round, while a worker
-/// runs short jobs, some under locks. Fetches and completions whose answers were lost had committed on
+/// The proxy drops the server's answers (or every byte) for 1.5 s, then closes every connection, round
+/// after round, while a worker runs short jobs, some under locks. Fetches and completions whose answers were lost had committed on
 /// the server: the worker's heartbeat puts back the jobs it never received (uncharged), and its ends are
 /// reported again until they are taken. Before, such jobs stayed `doing` for good, blocking their locks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,9 +107,15 @@ async fn answers_lost_on_a_failing_network_strand_no_job() {
     let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 16).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-    for _ in 0..rounds() {
+    for round in 0..rounds() {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        proxy.pause();
+        // Every other round, requests still reach the server and only the answers are lost: each fetch
+        // and completion then commits unbeknown to the worker. Otherwise both ways are dropped.
+        if round % 2 == 0 {
+            proxy.lose_answers();
+        } else {
+            proxy.pause();
+        }
         tokio::time::sleep(Duration::from_millis(1500)).await;
         proxy.cut();
         proxy.resume();

@@ -374,3 +374,42 @@ async fn blackholed_connections_are_drained_and_never_closed() {
     assert!(matches!(end, Ok(0) | Err(_)));
     eventually("no connection left", || proxy.connections() == 0).await;
 }
+
+/// While answers are lost, a statement still reaches the server and commits; only its answer is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_still_commit() {
+    let db = jobq_tempdb::database();
+    let observer = connect(db.url()).await;
+    observer
+        .batch_execute("CREATE TABLE marks (n int)")
+        .await
+        .unwrap();
+    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let client = connect(&proxy.url(db.url())).await;
+    proxy.lose_answers();
+    // The simple protocol: one message, so nothing waits for an answer before the statement runs.
+    let insert = client.batch_execute("INSERT INTO marks VALUES (1)");
+    assert!(
+        tokio::time::timeout(SILENT, insert).await.is_err(),
+        "no answer"
+    );
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let n: i64 = observer
+            .query_one("SELECT count(*) FROM marks", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the insert never committed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.resume();
+    let fresh = connect(&proxy.url(db.url())).await;
+    assert_eq!(answers(&fresh).await, 42);
+}

@@ -43,6 +43,8 @@ struct Shared {
     stop: CancellationToken,
     /// True while paused.
     paused: watch::Sender<bool>,
+    /// True while the server's bytes are dropped (and the client's still forwarded).
+    answers_lost: watch::Sender<bool>,
     /// The tokens handed to connections as they are accepted.
     current: Mutex<Tokens>,
     /// Connections open through the proxy.
@@ -71,6 +73,7 @@ impl FaultProxy {
             }),
             stop,
             paused: watch::Sender::new(false),
+            answers_lost: watch::Sender::new(false),
             open: AtomicUsize::new(0),
         });
         tokio::spawn(accept(listener, upstream, shared.clone()));
@@ -118,10 +121,18 @@ impl FaultProxy {
         self.shared.paused.send_replace(true);
     }
 
-    /// Forwards again after [`FaultProxy::pause`] (blackholed connections stay silent). Bytes dropped
-    /// meanwhile are lost, so a connection that was mid-exchange is likely broken.
+    /// Forwards what clients send but drops everything the server sends back, on every connection, until
+    /// [`FaultProxy::resume`]: each statement reaches the server, runs and commits, and its answer is lost.
+    pub fn lose_answers(&self) {
+        self.shared.answers_lost.send_replace(true);
+    }
+
+    /// Forwards again after [`FaultProxy::pause`] or [`FaultProxy::lose_answers`] (blackholed connections
+    /// stay silent). Bytes dropped meanwhile are lost, so a connection that was mid-exchange is likely
+    /// broken.
     pub fn resume(&self) {
         self.shared.paused.send_replace(false);
+        self.shared.answers_lost.send_replace(false);
     }
 
     /// Closes every current connection at once (both sides see EOF); new connections are still accepted
@@ -194,13 +205,15 @@ async fn accept(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>
         let gate = Gate {
             paused: shared.paused.subscribe(),
             silenced: tokens.silenced,
+            answers_lost: None,
         };
+        let answers = shared.answers_lost.subscribe();
         shared.open.fetch_add(1, Ordering::SeqCst);
         let open = Open(shared.clone());
         tokio::spawn(async move {
             let _open = open;
             tokio::select! {
-                () = connection(client, upstream, gate) => {}
+                () = connection(client, upstream, gate, answers) => {}
                 () = tokens.cut.cancelled() => {}
             }
         });
@@ -221,19 +234,33 @@ impl Drop for Open {
 struct Gate {
     paused: watch::Receiver<bool>,
     silenced: CancellationToken,
+    /// For the server's direction only: true while answers are lost.
+    answers_lost: Option<watch::Receiver<bool>>,
 }
 
 impl Gate {
     fn is_open(&self) -> bool {
-        !*self.paused.borrow() && !self.silenced.is_cancelled()
+        !*self.paused.borrow()
+            && !self.silenced.is_cancelled()
+            && !self
+                .answers_lost
+                .as_ref()
+                .is_some_and(|lost| *lost.borrow())
     }
 
-    /// Returns once the gate is closed (paused or silenced).
+    /// Returns once the gate is closed (paused, silenced, or answers lost).
     async fn closed(&mut self) {
+        let lost = async {
+            match self.answers_lost.as_mut() {
+                Some(lost) => drop(lost.wait_for(|lost| *lost).await),
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             // An error means the proxy is gone: as good as closed.
             _ = self.paused.wait_for(|paused| *paused) => {}
             () = self.silenced.cancelled() => {}
+            () = lost => {}
         }
     }
 
@@ -255,7 +282,12 @@ impl Gate {
 
 /// Forwards between `client` and a new connection to `upstream`, as the gate allows, until a side
 /// closes while the gate is open (or both sides have closed).
-async fn connection(mut client: TcpStream, upstream: SocketAddr, mut gate: Gate) {
+async fn connection(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    mut gate: Gate,
+    answers: watch::Receiver<bool>,
+) {
     let Ok(mut server) = TcpStream::connect(upstream).await else {
         // Dropping the client's socket tells it, as a refused connection would.
         return;
@@ -265,7 +297,11 @@ async fn connection(mut client: TcpStream, upstream: SocketAddr, mut gate: Gate)
     let (mut client_read, mut client_write) = client.split();
     let (mut server_read, mut server_write) = server.split();
     let up = pump(&mut client_read, &mut server_write, gate.clone());
-    let down = pump(&mut server_read, &mut client_write, gate.clone());
+    let answering = Gate {
+        answers_lost: Some(answers),
+        ..gate.clone()
+    };
+    let down = pump(&mut server_read, &mut client_write, answering);
     tokio::pin!(up, down);
     // When a side ends while forwarding, both are closed at once. Otherwise the other pump keeps reading
     // (and dropping) and that side stays open, unaware, until the gate opens again or it ends too.
