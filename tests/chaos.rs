@@ -9,7 +9,7 @@
 
 use jobq_core::{Jobq, NewJob, Operation};
 use jobq_tests::proxy::FaultProxy;
-use jobq_tests::{RUNS_TABLE, Slow, connect, wait_until};
+use jobq_tests::{RUNS_TABLE, Slow, connect, defer_one_by_one, wait_until};
 use std::time::{Duration, Instant};
 
 fn rounds() -> usize {
@@ -95,7 +95,7 @@ async fn answers_lost_on_a_failing_network_strand_no_job() {
     let proxy = FaultProxy::for_url(db.url()).await.unwrap();
     let jobq = Jobq::default();
     let jobs = 200 * rounds();
-    let batch = (0..jobs).map(|n| slow(150, (n % 5 == 0).then(|| format!("tenant-{}", n % 7))));
+    let batch = (0..jobs).map(|n| slow(300, (n % 5 == 0).then(|| format!("tenant-{}", n % 7))));
     let ids: Vec<i64> = jobq
         .defer_batch(batch)
         .run(&observer)
@@ -108,7 +108,10 @@ async fn answers_lost_on_a_failing_network_strand_no_job() {
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
     for round in 0..rounds() {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        // Long enough for the new connections to have jobq's statements prepared again, as a long-lived
+        // worker's connections have: then a fetch or completion is one exchange, which runs on the server
+        // whether or not its answer comes back.
+        tokio::time::sleep(Duration::from_secs(3)).await;
         // Every other round, requests still reach the server and only the answers are lost: each fetch
         // and completion then commits unbeknown to the worker. Otherwise both ways are dropped.
         if round % 2 == 0 {
@@ -144,7 +147,7 @@ async fn a_server_down_for_nine_seconds_loses_and_strands_nothing() {
     let worker = jobq_tests::worker(&url, 16).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-    let deferring = tokio::spawn(defer_one_by_one(durable.clone(), 400));
+    let deferring = tokio::spawn(defer_one_by_one(durable.clone(), 400, slow(5, None)));
     let observer = connect(&url).await;
     wait_until(
         &observer,
@@ -157,6 +160,7 @@ async fn a_server_down_for_nine_seconds_loses_and_strands_nothing() {
     tokio::time::sleep(Duration::from_secs(9)).await;
     server.start_again().unwrap();
     let (ids, failures) = deferring.await.unwrap();
+    let ids: Vec<i64> = ids.into_iter().map(|id| id.0).collect();
     let observer = connect(&url).await;
     wait_until(
         &observer,
@@ -168,50 +172,6 @@ async fn a_server_down_for_nine_seconds_loses_and_strands_nothing() {
     running.await.unwrap().unwrap();
     eprintln!("crash: {failures} deferrals failed while the server was down");
     every_acknowledged_job_ran_and_succeeded(&observer, &ids, "crash").await;
-}
-
-/// Defers `n` jobs, one per transaction on `url`, retrying through errors; returns the acknowledged ids and
-/// how many attempts failed.
-async fn defer_one_by_one(url: String, n: usize) -> (Vec<i64>, usize) {
-    let jobq = Jobq::default();
-    let mut acknowledged = Vec::new();
-    let mut failures = 0;
-    let mut client = None;
-    while acknowledged.len() < n {
-        if client.is_none() {
-            client = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .ok()
-                .map(|(c, conn)| {
-                    tokio::spawn(conn);
-                    c
-                });
-        }
-        let Some(c) = client.as_mut() else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let attempt = async {
-            let tx = c.transaction().await.map_err(|e| e.to_string())?;
-            let id = jobq
-                .defer_job(slow(5, None))
-                .run(&tx)
-                .await
-                .map_err(|e| e.to_string())?;
-            tx.commit().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>(id)
-        };
-        match attempt.await {
-            Ok(id) => acknowledged.push(id.0),
-            Err(_) => {
-                failures += 1;
-                client = None;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (acknowledged, failures)
 }
 
 /// Every connection of a running worker goes silent for good (no FIN, no RST: a lost host, or a failover

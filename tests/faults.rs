@@ -2,7 +2,7 @@
 //! load, a soak of mixed jobs over several worker processes, an exhausted pool and a slow database.
 
 use jobq_core::{Error, ErrorKind, Jobq, NewJob, Operation, Status};
-use jobq_tests::{RUNS_TABLE, Slow, connect, wait_until};
+use jobq_tests::{RUNS_TABLE, Slow, connect, defer_one_by_one, wait_until};
 use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -102,50 +102,7 @@ async fn a_restarted_server_loses_no_acknowledged_job() {
 
     // A client defers jobs one per transaction; an error (the restart) is retried, and only jobs whose
     // COMMIT was acknowledged count as deferred.
-    let deferring = tokio::spawn({
-        let url = url.clone();
-        async move {
-            let jobq = Jobq::default();
-            let mut acknowledged = Vec::new();
-            let mut failures = 0;
-            let mut client = None;
-            while acknowledged.len() < 300 {
-                if client.is_none() {
-                    client = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                        .await
-                        .ok()
-                        .map(|(c, conn)| {
-                            tokio::spawn(conn);
-                            c
-                        });
-                }
-                let Some(c) = client.as_mut() else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let attempt = async {
-                    let tx = c.transaction().await.map_err(|e| e.to_string())?;
-                    let id = jobq
-                        .defer_job(slow(5))
-                        .run(&tx)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    tx.commit().await.map_err(|e| e.to_string())?;
-                    Ok::<_, String>(id)
-                };
-                match attempt.await {
-                    Ok(id) => acknowledged.push(id),
-                    Err(_) => {
-                        failures += 1;
-                        client = None;
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            (acknowledged, failures)
-        }
-    });
+    let deferring = tokio::spawn(defer_one_by_one(url.clone(), 300, slow(5)));
     let observer = connect(&url).await;
     wait_until(
         &observer,

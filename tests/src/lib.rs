@@ -4,8 +4,8 @@
 
 pub mod proxy;
 
-use jobq_core::Task;
 use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker};
+use jobq_core::{Operation, Task};
 use jobq_tokio_postgres::PoolExecutor;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -104,4 +104,52 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
         .unwrap();
     tokio::spawn(connection);
     client
+}
+
+/// Defers `n` copies of `job`, one per transaction on `url`, reconnecting and retrying through errors (a
+/// server restarting, say); returns the ids whose COMMIT was acknowledged and how many attempts failed.
+pub async fn defer_one_by_one(
+    url: String,
+    n: usize,
+    job: jobq_core::NewJob,
+) -> (Vec<jobq_core::JobId>, usize) {
+    let jobq = jobq_core::Jobq::default();
+    let mut acknowledged = Vec::new();
+    let mut failures = 0;
+    let mut client = None;
+    while acknowledged.len() < n {
+        if client.is_none() {
+            client = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .ok()
+                .map(|(c, conn)| {
+                    tokio::spawn(conn);
+                    c
+                });
+        }
+        let Some(c) = client.as_mut() else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let attempt = async {
+            let tx = c.transaction().await.map_err(|e| e.to_string())?;
+            let id = jobq
+                .defer_job(job.clone())
+                .run(&tx)
+                .await
+                .map_err(|e| e.to_string())?;
+            tx.commit().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>(id)
+        };
+        match attempt.await {
+            Ok(id) => acknowledged.push(id),
+            Err(_) => {
+                failures += 1;
+                client = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (acknowledged, failures)
 }
