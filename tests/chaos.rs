@@ -134,6 +134,61 @@ async fn answers_lost_on_a_failing_network_strand_no_job() {
     every_acknowledged_job_ran_and_succeeded(&observer, &ids, "lost answers").await;
 }
 
+/// The finding itself, made certain: an idle worker polls while the proxy drops every answer, so its fetch
+/// reaches the server, takes the jobs deferred meanwhile and commits, and the worker never hears of them.
+/// Then every connection is cut. Before, those jobs stayed `doing` under the live worker for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_taken_by_a_fetch_whose_answer_was_lost_run() {
+    let db = jobq_tempdb::database();
+    let observer = connect(db.url()).await;
+    observer.batch_execute(RUNS_TABLE).await.unwrap();
+    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 16).unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    wait_until(
+        &observer,
+        "SELECT count(*) = 1 FROM jobq.workers",
+        Duration::from_secs(30),
+    )
+    .await;
+    // Let the pool's connections prepare jobq's statements, as a long-lived worker's have.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.lose_answers();
+    let jobq = Jobq::default();
+    let ids: Vec<i64> = jobq
+        .defer_batch((0..20).map(|_| slow(10, None)))
+        .run(&observer)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|id| id.0)
+        .collect();
+    wait_until(
+        &observer,
+        "SELECT count(*) > 0 FROM jobq.jobs WHERE status = 'doing'",
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.cut();
+    proxy.resume();
+    wait_until(
+        &observer,
+        "SELECT count(*) = 0 FROM jobq.jobs WHERE status IN ('todo', 'doing')",
+        Duration::from_secs(60),
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "a lost fetch").await;
+    assert_eq!(
+        count(&observer, "SELECT 1 FROM jobq.jobs WHERE attempts <> 1").await,
+        0,
+        "the lost fetch charged no attempt"
+    );
+}
+
 /// The server crashes (`pg_ctl stop -m immediate`) under a worker and a deferring client, and stays down
 /// for 9 s, longer than the completer's retries used to last; then it starts again. Only deferrals whose
 /// COMMIT was acknowledged, with `synchronous_commit = on`, count.
