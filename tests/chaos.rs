@@ -294,3 +294,46 @@ async fn silent_connections_hold_nothing_up() {
     assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
     every_acknowledged_job_ran_and_succeeded(&observer, &ids, "silent connections").await;
 }
+
+/// The LISTEN connection goes silent (its socket stays open, nothing comes through) under a worker that
+/// polls only once a minute: its heartbeat's probe NOTIFY goes unheard, the worker opens a new LISTEN
+/// connection, and a job deferred afterwards wakes it at once. Before, it waited for the next poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_listen_connection_is_replaced() {
+    let db = jobq_tempdb::database();
+    let observer = connect(db.url()).await;
+    observer.batch_execute(RUNS_TABLE).await.unwrap();
+    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let worker = jobq_tests::worker_builder(&proxy.url(db.url()), db.url(), 4)
+        .unwrap()
+        .poll_interval(Duration::from_secs(60))
+        .statement_timeout(Duration::from_secs(1))
+        .build();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    wait_until(
+        &observer,
+        "SELECT count(*) = 1 FROM jobq.workers",
+        Duration::from_secs(30),
+    )
+    .await;
+    proxy.blackhole();
+    // Long enough for a probe to go unheard (a heartbeat and a statement timeout) and a new LISTEN.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let jobq = Jobq::default();
+    let id = jobq
+        .defer_job(slow(10, None))
+        .run(&observer)
+        .await
+        .unwrap()
+        .0;
+    wait_until(
+        &observer,
+        &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {id}"),
+        Duration::from_secs(30),
+    )
+    .await;
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    every_acknowledged_job_ran_and_succeeded(&observer, &[id], "a silent LISTEN").await;
+}

@@ -4,7 +4,7 @@
 
 pub mod proxy;
 
-use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker};
+use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker, WorkerBuilder};
 use jobq_core::{Operation, Task};
 use jobq_tokio_postgres::PoolExecutor;
 use serde::{Deserialize, Serialize};
@@ -46,6 +46,15 @@ pub fn worker_via(
     runs_url: &str,
     concurrency: usize,
 ) -> Result<Worker<PoolExecutor>, jobq_core::ConnectorError> {
+    Ok(worker_builder(url, runs_url, concurrency)?.build())
+}
+
+/// The builder of [`worker_via`], for a test to change a setting.
+pub fn worker_builder(
+    url: &str,
+    runs_url: &str,
+    concurrency: usize,
+) -> Result<WorkerBuilder<PoolExecutor>, jobq_core::ConnectorError> {
     let runs = jobq_tokio_postgres::pool(runs_url, 4)?;
     Ok(Worker::builder(jobq_core::Jobq::default(), PoolExecutor::connect(url, 4)?)
         .concurrency(concurrency)
@@ -76,7 +85,7 @@ pub fn worker_via(
                 Ok(())
             }
         })
-        .build())
+        )
 }
 
 /// Polls `sql` (one boolean column) on `client` until it is true; panics with the query after `limit`.

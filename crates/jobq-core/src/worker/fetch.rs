@@ -12,6 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
+/// How soon a failed fetch is tried again (or at the poll interval, when that is sooner).
+const FETCH_RETRY: Duration = Duration::from_millis(500);
+
 /// Fetches jobs and starts them as slots free up, until `shutdown`; returns the jobs fetched but not
 /// started yet.
 ///
@@ -43,10 +46,15 @@ pub(super) async fn fetch_loop<B: Backend>(
         let want = (free + extra)
             .saturating_sub(waiting.len())
             .min(config.fetch_batch);
+        let mut pause = config.poll_interval;
         if want >= low_water || (!busy && want > 0) {
             (since, ended_since) = (Instant::now(), ended);
             let fetched = fetch(shared, want).await;
             round_trip = since.elapsed();
+            if fetched.is_none() {
+                // A failed fetch is tried again soon, not only at the next poll or notification.
+                pause = pause.min(FETCH_RETRY);
+            }
             if let Some(jobs) = fetched {
                 let full = jobs.len() == want;
                 waiting.extend(jobs);
@@ -61,7 +69,7 @@ pub(super) async fn fetch_loop<B: Backend>(
             biased;
             () = &mut shutdown => return waiting,
             () = shared.wake.notified() => {}
-            () = tokio::time::sleep(config.poll_interval) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
 }

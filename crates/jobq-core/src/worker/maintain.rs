@@ -73,6 +73,8 @@ pub(super) async fn maintain_once<B: Backend>(shared: &Shared<B>) -> Result<(), 
             }
         }
     }
+    let patience = shared.config.heartbeat_interval + shared.config.statement_timeout;
+    super::listen::probe(shared, patience).await?;
     if let Some(age) = shared.config.prune_after.filter(|_| !stopping) {
         let pruned = shared.run(shared.jobq.prune(age)).await?;
         if pruned > 0 {

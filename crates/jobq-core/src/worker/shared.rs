@@ -42,6 +42,8 @@ pub(super) struct Shared<B> {
     completions: mpsc::UnboundedSender<Completion>,
     /// The worker is shutting down: no more recovery or pruning.
     pub(super) stopping: AtomicBool,
+    /// Whether the LISTEN connection still hears (see [`Probe`]).
+    pub(super) probe: super::listen::Probe,
 }
 
 impl<B: Backend> Shared<B> {
@@ -66,6 +68,7 @@ impl<B: Backend> Shared<B> {
             ended: AtomicUsize::new(0),
             completions,
             stopping: AtomicBool::new(false),
+            probe: super::listen::Probe::default(),
         }
     }
 
