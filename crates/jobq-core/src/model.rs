@@ -221,6 +221,16 @@ pub trait Task: Serialize {
     {
         crate::worker::RetryStrategy::none()
     }
+
+    /// How long a job of this task may run before it is aborted and fails with kind `timeout` (retried per
+    /// [`retry`](Self::retry)); the worker's [`job_timeout`](crate::worker::WorkerBuilder::job_timeout)
+    /// when `None`, the default.
+    fn timeout() -> Option<std::time::Duration>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// Which jobs to list. Every field narrows the list; `limit` caps it (1,000 when not set).

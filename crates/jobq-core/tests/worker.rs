@@ -709,3 +709,94 @@ async fn queue_counts_and_workers_are_reported() {
     stop.cancel();
     handle.await.unwrap().unwrap();
 }
+
+#[derive(Serialize, Deserialize)]
+struct Hangs;
+
+impl Task for Hangs {
+    const NAME: &'static str = "hangs";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(2)
+    }
+    fn timeout() -> Option<Duration> {
+        Some(Duration::from_millis(200))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SpinsForever;
+
+impl Task for SpinsForever {
+    const NAME: &'static str = "spins_forever";
+}
+
+/// A job past its task's timeout (or the worker's `job_timeout`) is aborted and fails with kind `timeout`,
+/// retried per its strategy; an async one frees its slot at once, so the job behind it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_past_their_timeout_are_aborted_and_retried() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let hangs = jobq
+        .defer(&Hangs)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let spins = jobq
+        .defer(&SpinsForever)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let behind = jobq
+        .defer(&Record {
+            name: "behind".into(),
+        })
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let w = worker(Backend::connect(db.url()).await, Log::default())
+        .concurrency(1)
+        .job_timeout(Duration::from_millis(300))
+        .task(|_: Hangs, _ctx: JobContext| async move {
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .blocking_task(|_: SpinsForever, ctx: JobContext| {
+            while !ctx.is_aborted() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(())
+        })
+        .build();
+    let (stop, handle) = start(w);
+    wait_for(
+        &client,
+        "SELECT count(*) = 3 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let hung = job(&client, &jobq, hangs).await;
+    assert_eq!(
+        (hung.status, hung.attempts),
+        (Status::Failed, 2),
+        "retried once"
+    );
+    assert!(
+        hung.errors
+            .iter()
+            .all(|e| e.error.contains("timed out after 200ms")),
+        "{:?}",
+        hung.errors
+    );
+    let spun = job(&client, &jobq, spins).await;
+    assert_eq!(spun.status, Status::Failed);
+    assert!(
+        spun.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("timed out after 300ms")),
+        "the worker-wide timeout: {:?}",
+        spun.last_error
+    );
+    assert_eq!(job(&client, &jobq, behind).await.status, Status::Succeeded);
+}

@@ -34,6 +34,7 @@ enum Outcome {
     Succeeded,
     Failed(JobError),
     Aborted,
+    TimedOut(std::time::Duration),
 }
 
 async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSemaphorePermit) {
@@ -78,6 +79,11 @@ async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSema
             span.in_scope(|| tracing::warn!(error = %error, "job failed"));
             shared.after_failure(&job, &error)
         }
+        Outcome::TimedOut(limit) => {
+            span.in_scope(|| tracing::warn!(?limit, "job timed out"));
+            let error = JobError::new(format!("timed out after {limit:?}")).with_kind("timeout");
+            shared.after_failure(&job, &error)
+        }
     };
     shared.running().remove(&job.id);
     shared.end(completion);
@@ -103,12 +109,25 @@ async fn run_handler<B: Backend>(
         abort: abort.clone(),
     };
     let handler = AssertUnwindSafe((task.run)(job.args.clone(), ctx)).catch_unwind();
-    let result = if task.blocking {
-        Some(handler.await)
-    } else {
-        tokio::select! {
-            result = handler => Some(result),
-            () = abort.cancelled() => None,
+    tokio::pin!(handler);
+    let limit = task.timeout.or(shared.config.job_timeout);
+    let timed_out = async {
+        match limit {
+            Some(limit) => tokio::time::sleep(limit).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = &mut handler => Some(result),
+        () = abort.cancelled(), if !task.blocking => None,
+        () = timed_out => {
+            let limit = limit.unwrap_or_default();
+            if task.blocking {
+                // Its thread cannot be stopped: it sees the abort, and the job ends when it returns.
+                abort.cancel();
+                let _ = handler.await;
+            }
+            return Outcome::TimedOut(limit);
         }
     };
     match result {

@@ -77,6 +77,7 @@ pub(crate) struct Config {
     stalled_after: Duration,
     shutdown_timeout: Duration,
     statement_timeout: Duration,
+    job_timeout: Option<Duration>,
     delete_succeeded: bool,
     prune_after: Option<Duration>,
     listen: bool,
@@ -111,6 +112,7 @@ impl<B: Backend> Worker<B> {
                     stalled_after: Duration::from_secs(60),
                     shutdown_timeout: Duration::from_secs(30),
                     statement_timeout: Duration::from_secs(10),
+                    job_timeout: None,
                     delete_succeeded: false,
                     prune_after: None,
                     listen: true,
@@ -218,6 +220,15 @@ impl<B: Backend> WorkerBuilder<B> {
     /// is closed (10 s by default): a server or network gone silent never holds the worker up for longer.
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.worker.config.statement_timeout = timeout;
+        self
+    }
+
+    /// How long a job may run before it is aborted and fails with kind `timeout`, retried per its task's
+    /// strategy, for tasks whose [`Task::timeout`] says nothing (no limit by default). An async handler is
+    /// dropped at once and its slot freed; a blocking one sees [`JobContext::is_aborted`] and keeps its
+    /// slot until it returns, so its job never runs twice at once.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.config.job_timeout = Some(timeout);
         self
     }
 

@@ -126,6 +126,8 @@ pub(crate) struct Registered {
     /// Blocking handlers run to their end even when aborted; they see the abort through the context.
     pub(crate) blocking: bool,
     pub(crate) retry: RetryStrategy,
+    /// How long a job may run, when the task says.
+    pub(crate) timeout: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for Registered {
@@ -133,6 +135,7 @@ impl fmt::Debug for Registered {
         f.debug_struct("Registered")
             .field("blocking", &self.blocking)
             .field("retry", &self.retry)
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
@@ -161,6 +164,7 @@ impl Registered {
             }),
             blocking: false,
             retry: T::retry(),
+            timeout: T::timeout(),
         }
     }
 
@@ -184,6 +188,7 @@ impl Registered {
             }),
             blocking: true,
             retry: T::retry(),
+            timeout: T::timeout(),
         }
     }
 }
