@@ -63,7 +63,8 @@ fn probe_token() -> String {
 /// open a new connection. Called by every heartbeat.
 pub(super) async fn probe<B: Backend>(shared: &Shared<B>, patience: Duration) -> Result<(), Error> {
     let probe = &shared.probe;
-    if !probe.listening.load(Ordering::Relaxed) {
+    // A stopping worker has stopped listening.
+    if !probe.listening.load(Ordering::Relaxed) || shared.stopping.load(Ordering::Relaxed) {
         return Ok(());
     }
     let token = {
