@@ -18,6 +18,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_reliable_worker",
         include_str!("../sql/migrations/0002_reliable_worker.sql"),
     ),
+    (
+        3,
+        "0003_caller_safety",
+        include_str!("../sql/migrations/0003_caller_safety.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

@@ -265,6 +265,238 @@ pub async fn queueing_lock_conflict_keeps_the_transaction_usable<H: Harness>() {
     assert_eq!(jobs(&observer).await, 1);
 }
 
+/// The isolation levels a caller's transaction can run at, as `SET TRANSACTION` names them.
+const ISOLATION_LEVELS: [&str; 3] = ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"];
+
+fn expect_already_enqueued<T: std::fmt::Debug>(what: &str, outcome: Result<T, Error>, lock: &str) {
+    match outcome {
+        Err(Error::AlreadyEnqueued { queueing_lock }) => {
+            assert_eq!(queueing_lock, lock, "{what}");
+        }
+        other => panic!("{what}: expected AlreadyEnqueued({lock:?}), got {other:?}"),
+    }
+}
+
+/// At every isolation level, a queueing-lock conflict with a job committed after the caller's snapshot
+/// was taken (which the snapshot cannot see), or with a job another transaction commits while the
+/// deferral waits for it, comes back as `AlreadyEnqueued` and leaves the caller's transaction usable: a
+/// single deferral, a batch (inserting nothing) and a retry of a failed job alike; the caller's next
+/// statement, next deferral and commit succeed, its rows kept.
+pub async fn queueing_lock_conflicts_keep_the_transaction_usable_at_every_isolation_level<
+    H: Harness,
+>() {
+    let Setup {
+        mut conn,
+        observer,
+        jobq,
+        ..
+    } = setup::<H>().await;
+    let mut expected_jobs = 0;
+    for (n, level) in (1_i64..).zip(ISOLATION_LEVELS) {
+        let committed = format!("committed-after-snapshot {level}");
+        let in_flight = format!("committed-while-waiting {level}");
+        let free = format!("free {level}");
+        let retried = format!("retried {level}");
+        let failed: i64 = observer
+            .text(&format!(
+                "INSERT INTO jobq.jobs (task, status, queueing_lock) VALUES ('t', 'failed', '{retried}') \
+                 RETURNING id::text"
+            ))
+            .await
+            .expect("an id")
+            .parse()
+            .unwrap();
+        expected_jobs += 1;
+        conn.begin().await;
+        conn.sql(&format!("SET TRANSACTION ISOLATION LEVEL {level}"))
+            .await
+            .unwrap();
+        // The first statement takes the snapshot (at REPEATABLE READ and SERIALIZABLE, for the whole
+        // transaction).
+        conn.sql(&format!("INSERT INTO orders VALUES ({n}, 'book')"))
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.sql("SELECT current_setting('transaction_isolation')")
+                .await
+                .unwrap()
+                .map(|l| l.to_uppercase())
+                .as_deref(),
+            Some(level)
+        );
+        observer
+            .execute(&format!(
+                "SELECT jobq.defer_job('{{\"task\": \"t\", \"queueing_lock\": \"{committed}\"}}')"
+            ))
+            .await;
+        expected_jobs += 1;
+        let single = conn
+            .run(
+                jobq.defer_job(job("t", json!({})))
+                    .queueing_lock(&committed)
+                    .into_query(),
+            )
+            .await;
+        expect_already_enqueued(&format!("{level}: a single deferral"), single, &committed);
+        let batch = conn
+            .run(jobq.defer_batch([
+                with_queueing_lock(job("t", json!({})), &free),
+                with_queueing_lock(job("t", json!({})), &committed),
+                job("t", json!({})),
+            ]))
+            .await;
+        expect_already_enqueued(&format!("{level}: a batch"), batch, &committed);
+        // Retrying the failed job, whose queueing lock a job committed after the snapshot now holds.
+        observer
+            .execute(&format!(
+                "SELECT jobq.defer_job('{{\"task\": \"t\", \"queueing_lock\": \"{retried}\"}}')"
+            ))
+            .await;
+        expected_jobs += 1;
+        let retry = conn.run(jobq.retry(JobId(failed))).await;
+        expect_already_enqueued(&format!("{level}: a retry"), retry, &retried);
+
+        // Another transaction holds the lock, uncommitted; the deferral waits for it, which commits.
+        observer.execute("BEGIN").await;
+        observer
+            .execute(&format!(
+                "SELECT jobq.defer_job('{{\"task\": \"t\", \"queueing_lock\": \"{in_flight}\"}}')"
+            ))
+            .await;
+        expected_jobs += 1;
+        let (waited, ()) = tokio::join!(
+            conn.run(
+                jobq.defer_job(job("t", json!({})))
+                    .queueing_lock(&in_flight)
+                    .into_query()
+            ),
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                observer.execute("COMMIT").await;
+            }
+        );
+        expect_already_enqueued(
+            &format!("{level}: a deferral that waited for the other transaction"),
+            waited,
+            &in_flight,
+        );
+        let batch = conn
+            .run(jobq.defer_batch([
+                with_queueing_lock(job("t", json!({})), &free),
+                with_queueing_lock(job("t", json!({})), &in_flight),
+            ]))
+            .await;
+        expect_already_enqueued(&format!("{level}: a batch after it"), batch, &in_flight);
+
+        conn.sql(&format!("INSERT INTO orders VALUES ({}, 'pen')", n + 100))
+            .await
+            .unwrap_or_else(|e| panic!("{level}: the next statement fails: {e}"));
+        conn.run(
+            jobq.defer_job(job("t", json!({"after": level})))
+                .into_query(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{level}: the next deferral fails: {e}"));
+        expected_jobs += 1;
+        conn.commit().await;
+        assert_eq!(
+            observer.count("SELECT * FROM orders").await,
+            2 * n,
+            "{level}: the caller's rows committed"
+        );
+        assert_eq!(jobs(&observer).await, expected_jobs, "{level}");
+        assert_eq!(
+            observer
+                .count(&format!(
+                    "SELECT * FROM jobq.jobs WHERE queueing_lock = '{free}'"
+                ))
+                .await,
+            0,
+            "{level}: nothing of a refused batch"
+        );
+    }
+}
+
+/// Two batches deferred at the same time with the same two queueing locks in opposite order, each on an
+/// autocommit connection of its own, 300 pairs of them: one of each pair wins and the other gets
+/// `AlreadyEnqueued`, never a deadlock (a batch takes its queueing locks in one order, whatever the input
+/// order), and the winner's ids come back in input order.
+pub async fn opposite_order_batches_do_not_deadlock<H: Harness>() {
+    let Setup {
+        db, observer, jobq, ..
+    } = setup::<H>().await;
+    const PAIRS: usize = 300;
+    const LANES: usize = 4;
+    let mut lanes = Vec::new();
+    for lane in 0..LANES {
+        let (mut a, mut b) = (H::connect(db.url()).await, H::connect(db.url()).await);
+        let jobq = jobq.clone();
+        lanes.push(async move {
+            let mut outcomes = Vec::new();
+            for pair in (lane..PAIRS).step_by(LANES) {
+                let (first, second) = (format!("pair {pair} a"), format!("pair {pair} b"));
+                let batch = |locks: [&str; 2]| {
+                    jobq.defer_batch(locks.map(|lock| {
+                        with_queueing_lock(job("t", json!({ "first": locks[0] })), lock)
+                    }))
+                };
+                let (x, y) = tokio::join!(
+                    a.run(batch([&first, &second])),
+                    b.run(batch([&second, &first]))
+                );
+                outcomes.push((pair, x, y));
+            }
+            outcomes
+        });
+    }
+    let mut deadlocks = 0;
+    for (pair, x, y) in futures_util::future::join_all(lanes)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        // diesel reports no SQLSTATE, only the server's message.
+        let is_deadlock = |r: &Result<Vec<JobId>, Error>| match r {
+            Err(Error::Connector(e)) => {
+                e.sqlstate.as_deref() == Some("40P01") || e.message.contains("deadlock detected")
+            }
+            _ => false,
+        };
+        if is_deadlock(&x) || is_deadlock(&y) {
+            deadlocks += 1;
+            continue;
+        }
+        let (won, lost) = match (x, y) {
+            (Ok(ids), lost) | (lost, Ok(ids)) => (ids, lost),
+            (x, y) => panic!("pair {pair}: neither batch won: {x:?}, {y:?}"),
+        };
+        assert_eq!(won.len(), 2, "pair {pair}");
+        assert!(won[0] < won[1], "pair {pair}: ids in input order: {won:?}");
+        match lost {
+            Err(Error::AlreadyEnqueued { queueing_lock }) => assert!(
+                queueing_lock.starts_with(&format!("pair {pair} ")),
+                "pair {pair}: {queueing_lock}"
+            ),
+            other => panic!("pair {pair}: expected AlreadyEnqueued, got {other:?}"),
+        }
+    }
+    assert_eq!(deadlocks, 0, "pairs that deadlocked, of {PAIRS}");
+    assert_eq!(
+        jobs(&observer).await,
+        i64::try_from(2 * PAIRS).expect("small")
+    );
+    // Each winner's jobs are stored as its input gave them: the job deferred first has the lower id.
+    assert_eq!(
+        observer
+            .count(
+                "SELECT * FROM jobq.jobs j WHERE j.queueing_lock <> j.args->>'first' \
+                 AND j.id < (SELECT min(id) FROM jobq.jobs f WHERE f.queueing_lock = j.args->>'first')"
+            )
+            .await,
+        0
+    );
+}
+
 /// Cancel inside a transaction: others see it only after commit; a rollback leaves the job waiting.
 pub async fn cancel_takes_effect_at_commit_only<H: Harness>() {
     let Setup {
@@ -975,6 +1207,8 @@ macro_rules! conformance_tests {
             batch_defer_is_atomic_and_names_the_conflict,
             batch_with_a_repeated_queueing_lock_is_refused,
             queueing_lock_conflict_keeps_the_transaction_usable,
+            queueing_lock_conflicts_keep_the_transaction_usable_at_every_isolation_level,
+            opposite_order_batches_do_not_deadlock,
             cancel_takes_effect_at_commit_only,
             abort_request_is_seen_after_commit,
             cancel_delete_and_unknown_ids,

@@ -1,6 +1,5 @@
 -- $1: {"id": …, "abort": bool, "delete": bool}. Cancels a waiting job (or deletes it), asks a running one to
--- abort, or deletes a finished one. Returns {"status": <status before>, "outcome": …}, or no row when the job
--- does not exist.
+-- abort, or deletes a finished one. Returns {"outcome": …}, or no row when the job does not exist.
 WITH input AS (
     SELECT (p->>'id')::bigint AS id,
            coalesce((p->>'abort')::boolean, false) AS abort,
@@ -28,7 +27,6 @@ WITH input AS (
     SELECT pg_notify('{channel}_abort', id::text) AS n FROM abort_requested
 )
 SELECT jsonb_build_object(
-    'status', t.status,
     'outcome', CASE
         WHEN EXISTS (SELECT 1 FROM deleted) THEN 'deleted'
         WHEN EXISTS (SELECT 1 FROM cancelled) THEN 'cancelled'
