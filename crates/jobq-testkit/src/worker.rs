@@ -4,8 +4,9 @@
 
 use crate::observer::Observer;
 use crate::{CallerConnection, Harness};
+use jobq_core::CancelOutcome;
 use jobq_core::prelude::*;
-use jobq_core::worker::{Backend, JobContext, Worker};
+use jobq_core::worker::{Backend, JobContext, JobError, RetryStrategy, Worker};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
@@ -167,6 +168,124 @@ pub async fn worker_wakes_on_commit_and_obeys_aborts<H: WorkerHarness>() {
     worker.stop().await;
 }
 
+#[derive(Serialize, Deserialize)]
+struct FailWhenTold {}
+
+impl Task for FailWhenTold {
+    const NAME: &'static str = "fail_when_told";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(3)
+    }
+}
+
+/// A caller's open transaction and the worker never deadlock. The caller defers job B with queueing lock
+/// K and keeps its transaction open; meanwhile a worker runs job A, which also has queueing lock K, and A's
+/// handler fails, so the worker wants A back in `todo` (its strategy retries), which needs K. Then the
+/// caller cancels A with abort in the same transaction. The caller's cancel, next statement and commit
+/// succeed (no `deadlock detected`, which would abort the caller's transaction), B exists, and A ends: it
+/// failed, saying its queueing lock is taken, or it was retried; nothing is left `doing`.
+pub async fn a_callers_open_transaction_does_not_deadlock_with_the_worker<H: WorkerHarness>() {
+    let db = jobq_tempdb::database();
+    let observer = Observer::connect(db.url()).await;
+    observer
+        .execute("CREATE TABLE orders (id bigint PRIMARY KEY)")
+        .await;
+    let jobq = Jobq::default();
+    let lock = "order-7";
+    let mut conn = H::connect(db.url()).await;
+    let a = conn
+        .run(
+            jobq.defer(&FailWhenTold {})
+                .queue("work")
+                .queueing_lock(lock)
+                .into_query(),
+        )
+        .await
+        .unwrap();
+
+    let (tell, told) = tokio::sync::watch::channel(false);
+    let worker = Worker::builder(jobq.clone(), H::backend(db.url()).await)
+        .queues(["work"])
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .task(move |_: FailWhenTold, _ctx: JobContext| {
+            let mut told = told.clone();
+            async move {
+                let _ = told.wait_for(|&fail| fail).await;
+                Err(JobError::new("told to fail"))
+            }
+        })
+        .build();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    let handle = tokio::spawn(worker.run_until(async move { stopped.cancelled().await }));
+    let worker = Running { stop, handle };
+    wait_for(
+        &observer,
+        &format!("SELECT (status = 'doing')::text FROM jobq.jobs WHERE id = {a}"),
+    )
+    .await;
+
+    conn.begin().await;
+    conn.sql("INSERT INTO orders VALUES (1)").await.unwrap();
+    // B: in a queue this worker does not serve, so it stays waiting, holding K.
+    let b = conn
+        .run(
+            jobq.defer(&FailWhenTold {})
+                .queue("elsewhere")
+                .queueing_lock(lock)
+                .into_query(),
+        )
+        .await
+        .unwrap();
+    tell.send(true).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cancel = tokio::time::timeout(
+        Duration::from_secs(30),
+        conn.run(jobq.cancel(a).abort().into_query()),
+    )
+    .await
+    .expect("the cancel returns");
+    assert!(
+        matches!(
+            cancel,
+            Ok(CancelOutcome::AbortRequested | CancelOutcome::Unchanged)
+        ),
+        "the caller's cancel in its open transaction: {cancel:?}"
+    );
+    conn.sql("INSERT INTO orders VALUES (2)")
+        .await
+        .expect("the caller's next statement succeeds");
+    conn.commit().await;
+    assert_eq!(observer.count("SELECT * FROM orders").await, 2);
+    assert_eq!(
+        observer
+            .text(&format!("SELECT status FROM jobq.jobs WHERE id = {b}"))
+            .await
+            .as_deref(),
+        Some("todo"),
+        "B exists, waiting"
+    );
+
+    wait_for(
+        &observer,
+        "SELECT (count(*) = 0)::text FROM jobq.jobs WHERE status = 'doing'",
+    )
+    .await;
+    let ended = observer
+        .text(&format!(
+            "SELECT status || ': ' || coalesce(last_error, '') || ' ' || errors::text || ' attempts ' || attempts FROM jobq.jobs WHERE id = {a}"
+        ))
+        .await
+        .expect("A exists");
+    assert!(
+        (ended.starts_with("failed") && ended.contains("queueing lock is taken"))
+            || ended.starts_with("todo"),
+        "A ended as {ended}"
+    );
+    worker.stop().await;
+}
+
 /// Expands to one `#[tokio::test]` per worker case, run against the given [`WorkerHarness`].
 #[macro_export]
 macro_rules! worker_tests {
@@ -174,6 +293,7 @@ macro_rules! worker_tests {
         $crate::worker_tests!(@cases $harness;
             worker_runs_each_committed_job_once,
             worker_wakes_on_commit_and_obeys_aborts,
+            a_callers_open_transaction_does_not_deadlock_with_the_worker,
         );
     };
     (@cases $harness:ty; $($case:ident),* $(,)?) => {
