@@ -179,3 +179,88 @@ impl jobq_testkit::WorkerHarness for Minimal {
 }
 
 jobq_testkit::worker_tests!(Minimal);
+
+/// How many tiny jobs the huge batch holds, and the most client memory it may take beyond what the process
+/// had before it: the statement text, the driver's copy of it and the ids, not a `serde_json::Value` per
+/// job (about 0.9 kB each).
+const HUGE_BATCH: usize = 1_000_000;
+const HUGE_BATCH_MAX_MIB: u64 = 300;
+
+/// The peak resident memory of this process so far, in KiB (`VmHWM`).
+fn peak_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// One `defer_batch` of [`HUGE_BATCH`] tiny jobs, built lazily as a caller would, `(0..n).map(…)`, takes at
+/// most [`HUGE_BATCH_MAX_MIB`] of client memory, in one statement (all or nothing), and stores every job. The
+/// batch runs in a process of its own (this test binary again, running only [`huge_batch_in_a_process`]),
+/// so the peak is the batch's alone.
+#[test]
+fn a_huge_batch_takes_bounded_client_memory() {
+    let db = jobq_tempdb::database();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "huge_batch_in_a_process",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("JOBQ_HUGE_BATCH_URL", db.url())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let grew_kib: u64 = said
+        .lines()
+        .find_map(|l| l.strip_prefix("huge batch peak growth KiB: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no figure in {said}"));
+    println!(
+        "{HUGE_BATCH} jobs in one defer_batch: the client's peak grew by {} MiB ({} bytes a job)",
+        grew_kib / 1024,
+        grew_kib * 1024 / HUGE_BATCH as u64
+    );
+    assert!(
+        grew_kib <= HUGE_BATCH_MAX_MIB * 1024,
+        "{HUGE_BATCH} tiny jobs took {} MiB of client memory, more than {HUGE_BATCH_MAX_MIB} MiB",
+        grew_kib / 1024
+    );
+}
+
+/// The measured half of [`a_huge_batch_takes_bounded_client_memory`], which runs it in a process of its own.
+#[test]
+#[ignore = "run by a_huge_batch_takes_bounded_client_memory, in a process of its own"]
+fn huge_batch_in_a_process() {
+    let Ok(url) = std::env::var("JOBQ_HUGE_BATCH_URL") else {
+        return;
+    };
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let jobq = Jobq::default();
+    jobq.check_schema()
+        .run_blocking(Blocking(&mut client))
+        .unwrap();
+    let before = peak_kib();
+    let ids = jobq
+        .defer_batch((0..HUGE_BATCH).map(|n| NewJob::new("t", serde_json::json!({ "n": n }))))
+        .run_blocking(Blocking(&mut client))
+        .unwrap();
+    let grew = peak_kib().saturating_sub(before);
+    assert_eq!(ids.len(), HUGE_BATCH);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in input order");
+    drop(ids);
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM jobq.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, HUGE_BATCH as i64);
+    println!("huge batch peak growth KiB: {grew}");
+}
