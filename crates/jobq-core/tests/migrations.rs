@@ -113,3 +113,115 @@ async fn outdated_and_newer_schemas_are_reported_with_what_to_do() {
     );
     assert!(err.to_string().contains("upgrade jobq"), "{err}");
 }
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Noop {}
+
+impl jobq_core::Task for Noop {
+    const NAME: &'static str = "noop";
+}
+
+/// A database at schema version 1, holding jobs in every state a running deployment has (waiting, with and
+/// without a queueing lock, running on a worker, failed), migrates to the latest version with every job kept
+/// as it was, and a worker then runs the waiting ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
+    use jobq_core::prelude::*;
+    use jobq_core::worker::{JobContext, Worker};
+    use std::time::Duration;
+
+    let db = jobq_tempdb::empty_database();
+    let client = connect(db.url()).await;
+    // Version 1 exactly as migrate.sql would have applied it: the migrations table, migration 1, its row.
+    let version_1 = include_str!("../sql/migrations/0001_initial.sql")
+        .replace("{schema}", "\"jobq\"")
+        .replace("{channel}", "jobq_jobq");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA jobq;
+             CREATE TABLE jobq.migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                           applied_at timestamptz NOT NULL DEFAULT now());
+             {version_1}
+             INSERT INTO jobq.migrations (version, name) VALUES (1, '0001_initial');"
+        ))
+        .await
+        .unwrap();
+    // Jobs written by version 1's own functions and by a version-1 worker.
+    client
+        .batch_execute(
+            r#"SELECT jobq.defer_jobs('[{"task": "noop", "args": {"n": 1}},
+                                        {"task": "noop", "args": {"n": 2}, "queueing_lock": "q"}]');
+               SELECT jobq.defer_job('{"task": "noop", "args": {"n": 3}, "queue": "other"}');
+               INSERT INTO jobq.workers (name, heartbeat_at) VALUES ('old worker', now());
+               INSERT INTO jobq.jobs (task, status, attempts, started_at, worker_id)
+                   VALUES ('noop', 'doing', 1, now(), (SELECT max(id) FROM jobq.workers));
+               INSERT INTO jobq.jobs (task, status, attempts, finished_at, last_error, errors)
+                   VALUES ('noop', 'failed', 1, now(), 'boom',
+                           '[{"attempt": 1, "at": "2026-01-01T00:00:00Z", "error": "boom"}]');"#,
+        )
+        .await
+        .unwrap();
+    let jobq = Jobq::default();
+    let err = jobq.check_schema().run(Async(&client)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaOutdated { found: 1, .. }),
+        "{err:?}"
+    );
+    let rows = "SELECT jsonb_agg(to_jsonb(j) ORDER BY j.id)::text FROM jobq.jobs j";
+    let before: String = client.query_one(rows, &[]).await.unwrap().get(0);
+
+    jobq.migrate().run(Async(&client)).await.unwrap();
+    assert_eq!(
+        jobq.check_schema().run(Async(&client)).await.unwrap(),
+        SCHEMA_VERSION
+    );
+    let after: String = client.query_one(rows, &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "every job kept as it was");
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM jobq.migrations ORDER BY version", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    // The migrated schema's deferrals see the old jobs: the old queueing lock is still taken.
+    let again = jobq
+        .defer(&Noop {})
+        .queueing_lock("q")
+        .run(Async(&client))
+        .await;
+    assert!(
+        matches!(&again, Err(Error::AlreadyEnqueued { queueing_lock }) if queueing_lock == "q"),
+        "{again:?}"
+    );
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let worker = Worker::builder(jobq.clone(), common::Backend::connect(db.url()).await)
+        .poll_interval(Duration::from_millis(50))
+        .task(|_: Noop, _ctx: JobContext| async { Ok(()) })
+        .build();
+    let handle = tokio::spawn(worker.run_until(async move { stopped.cancelled().await }));
+    let waiting_done = "SELECT count(*) FROM jobq.jobs WHERE args ? 'n' AND status = 'succeeded'";
+    for _ in 0..600 {
+        let done: i64 = client.query_one(waiting_done, &[]).await.unwrap().get(0);
+        if done == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let done: i64 = client.query_one(waiting_done, &[]).await.unwrap().get(0);
+    assert_eq!(done, 3, "the worker ran the three waiting jobs");
+    let failed: String = client
+        .query_one(
+            "SELECT status || ' ' || last_error FROM jobq.jobs WHERE last_error = 'boom'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, "failed boom", "the failed job stays failed");
+}
