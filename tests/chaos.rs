@@ -7,9 +7,11 @@
 //! `JOBQ_CHAOS_ROUNDS` sets how many fault rounds the lost-answer test runs (6 by default; `just chaos`
 //! runs more).
 
+use jobq_core::worker::{Worker, WorkerBuilder};
 use jobq_core::{Jobq, NewJob, Operation};
 use jobq_tests::proxy::FaultProxy;
 use jobq_tests::{RUNS_TABLE, Slow, connect, defer_one_by_one, wait_until};
+use jobq_tokio_postgres::PoolExecutor;
 use std::time::{Duration, Instant};
 
 fn rounds() -> usize {
@@ -35,6 +37,53 @@ async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .await
         .unwrap()
         .get(0)
+}
+
+/// A fresh database with the runs table, a fault proxy in front of it, and an observer connected directly.
+struct Rig {
+    db: jobq_tempdb::TestDatabase,
+    observer: tokio_postgres::Client,
+    proxy: FaultProxy,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let db = jobq_tempdb::database();
+        let observer = connect(db.url()).await;
+        observer.batch_execute(RUNS_TABLE).await.unwrap();
+        let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+        Self {
+            db,
+            observer,
+            proxy,
+        }
+    }
+
+    /// A worker whose connections go through the proxy, while its handlers record their runs directly.
+    fn worker(&self, concurrency: usize) -> WorkerBuilder<PoolExecutor> {
+        jobq_tests::worker_builder(&self.proxy.url(self.db.url()), self.db.url(), concurrency)
+            .unwrap()
+    }
+}
+
+/// A worker running in the background until stopped.
+struct Running {
+    stop: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), jobq_core::Error>>,
+}
+
+impl Running {
+    fn start(worker: Worker<PoolExecutor>) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+        Self { stop, handle }
+    }
+
+    /// Asks it to shut down and waits for it; panics when it did not stop cleanly.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
 }
 
 /// The end check of every fault test, over the jobs `ids` whose deferral was acknowledged.
@@ -89,24 +138,20 @@ async fn every_acknowledged_job_ran_and_succeeded(
 /// reported again until they are taken. Before, such jobs stayed `doing` for good, blocking their locks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_lost_on_a_failing_network_strand_no_job() {
-    let db = jobq_tempdb::database();
-    let observer = connect(db.url()).await;
-    observer.batch_execute(RUNS_TABLE).await.unwrap();
-    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let rig = Rig::new().await;
+    let (observer, proxy) = (&rig.observer, &rig.proxy);
     let jobq = Jobq::default();
     let jobs = 200 * rounds();
     let batch = (0..jobs).map(|n| slow(300, (n % 5 == 0).then(|| format!("tenant-{}", n % 7))));
     let ids: Vec<i64> = jobq
         .defer_batch(batch)
-        .run(&observer)
+        .run(observer)
         .await
         .unwrap()
         .into_iter()
         .map(|id| id.0)
         .collect();
-    let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 16).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    let running = Running::start(rig.worker(16).build());
     for round in 0..rounds() {
         // Long enough for the new connections to have jobq's statements prepared again, as a long-lived
         // worker's connections have: then a fetch or completion is one exchange, which runs on the server
@@ -124,14 +169,13 @@ async fn answers_lost_on_a_failing_network_strand_no_job() {
         proxy.resume();
     }
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) = 0 FROM jobq.jobs WHERE status IN ('todo', 'doing')",
         Duration::from_secs(180),
     )
     .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
-    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "lost answers").await;
+    running.stop().await;
+    every_acknowledged_job_ran_and_succeeded(observer, &ids, "lost answers").await;
 }
 
 /// The finding itself, made certain: an idle worker polls while the proxy drops every answer, so its fetch
@@ -139,33 +183,33 @@ async fn answers_lost_on_a_failing_network_strand_no_job() {
 /// Then every connection is cut. Before, those jobs stayed `doing` under the live worker for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_taken_by_a_fetch_whose_answer_was_lost_run() {
-    let db = jobq_tempdb::database();
-    let observer = connect(db.url()).await;
-    observer.batch_execute(RUNS_TABLE).await.unwrap();
-    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
-    let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 16).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    let rig = Rig::new().await;
+    let (observer, proxy) = (&rig.observer, &rig.proxy);
+    // Unnamed statements, each one exchange: the fetch runs on the server whatever happens to its answer
+    // (a statement still to be prepared would wait for the prepare's answer, which is lost too).
+    let backend = PoolExecutor::connect(&proxy.url(rig.db.url()), 4)
+        .unwrap()
+        .transaction_pooling();
+    let worker = jobq_tests::worker_on(backend, rig.db.url(), 16).unwrap();
+    let running = Running::start(worker.build());
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) = 1 FROM jobq.workers",
         Duration::from_secs(30),
     )
     .await;
-    // Let the pool's connections prepare jobq's statements, as a long-lived worker's have.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.lose_answers();
     let jobq = Jobq::default();
     let ids: Vec<i64> = jobq
         .defer_batch((0..20).map(|_| slow(10, None)))
-        .run(&observer)
+        .run(observer)
         .await
         .unwrap()
         .into_iter()
         .map(|id| id.0)
         .collect();
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) > 0 FROM jobq.jobs WHERE status = 'doing'",
         Duration::from_secs(30),
     )
@@ -174,16 +218,15 @@ async fn jobs_taken_by_a_fetch_whose_answer_was_lost_run() {
     proxy.cut();
     proxy.resume();
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) = 0 FROM jobq.jobs WHERE status IN ('todo', 'doing')",
         Duration::from_secs(60),
     )
     .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
-    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "a lost fetch").await;
+    running.stop().await;
+    every_acknowledged_job_ran_and_succeeded(observer, &ids, "a lost fetch").await;
     assert_eq!(
-        count(&observer, "SELECT 1 FROM jobq.jobs WHERE attempts <> 1").await,
+        count(observer, "SELECT 1 FROM jobq.jobs WHERE attempts <> 1").await,
         0,
         "the lost fetch charged no attempt"
     );
@@ -199,34 +242,29 @@ async fn a_server_down_for_nine_seconds_loses_and_strands_nothing() {
     let url = db.url().to_owned();
     let durable = format!("{url}?options=-c%20synchronous_commit%3Don");
     connect(&url).await.batch_execute(RUNS_TABLE).await.unwrap();
-    let worker = jobq_tests::worker(&url, 16).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    let running = Running::start(jobq_tests::worker(&url, 16).unwrap());
     let deferring = tokio::spawn(defer_one_by_one(durable.clone(), 400, slow(5, None)));
-    let observer = connect(&url).await;
     wait_until(
-        &observer,
+        &connect(&url).await,
         "SELECT count(*) >= 150 FROM jobq.jobs",
         Duration::from_secs(60),
     )
     .await;
-    drop(observer);
     server.crash().unwrap();
     tokio::time::sleep(Duration::from_secs(9)).await;
     server.start_again().unwrap();
     let (ids, failures) = deferring.await.unwrap();
     let ids: Vec<i64> = ids.into_iter().map(|id| id.0).collect();
-    let observer = connect(&url).await;
+    let observer = &connect(&url).await;
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) = 0 FROM jobq.jobs WHERE status IN ('todo', 'doing')",
         Duration::from_secs(120),
     )
     .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     eprintln!("crash: {failures} deferrals failed while the server was down");
-    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "crash").await;
+    every_acknowledged_job_ran_and_succeeded(observer, &ids, "crash").await;
 }
 
 /// Every connection of a running worker goes silent for good (no FIN, no RST: a lost host, or a failover
@@ -235,26 +273,22 @@ async fn a_server_down_for_nine_seconds_loses_and_strands_nothing() {
 /// connections forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_hold_nothing_up() {
-    let db = jobq_tempdb::database();
-    let observer = connect(db.url()).await;
-    observer.batch_execute(RUNS_TABLE).await.unwrap();
-    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
+    let rig = Rig::new().await;
+    let (observer, proxy) = (&rig.observer, &rig.proxy);
     let jobq = Jobq::default();
     let mut ids = Vec::new();
     for _ in 0..20 {
         ids.push(
             jobq.defer_job(slow(10, None))
-                .run(&observer)
+                .run(observer)
                 .await
                 .unwrap()
                 .0,
         );
     }
-    let worker = jobq_tests::worker_via(&proxy.url(db.url()), db.url(), 4).unwrap();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    let running = Running::start(rig.worker(4).build());
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) = 20 FROM jobq.jobs WHERE status = 'succeeded'",
         Duration::from_secs(60),
     )
@@ -262,13 +296,13 @@ async fn silent_connections_hold_nothing_up() {
     proxy.blackhole();
     let late = jobq
         .defer_job(slow(10, None))
-        .run(&observer)
+        .run(observer)
         .await
         .unwrap()
         .0;
     ids.push(late);
     wait_until(
-        &observer,
+        observer,
         &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {late}"),
         Duration::from_secs(30),
     )
@@ -286,13 +320,12 @@ async fn silent_connections_hold_nothing_up() {
     assert!(age < 2.0, "the heartbeat is {age} s old");
     proxy.blackhole();
     let asked = Instant::now();
-    stop.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     let took = asked.elapsed();
     eprintln!("silent connections: shutdown took {took:?} with every connection silent");
     // shutdown_timeout (5 s) + 1 s + statement_timeout (2 s) is the bound; this is a loose check of it.
     assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
-    every_acknowledged_job_ran_and_succeeded(&observer, &ids, "silent connections").await;
+    every_acknowledged_job_ran_and_succeeded(observer, &ids, "silent connections").await;
 }
 
 /// The LISTEN connection goes silent (its socket stays open, nothing comes through) under a worker that
@@ -300,19 +333,16 @@ async fn silent_connections_hold_nothing_up() {
 /// connection, and a job deferred afterwards wakes it at once. Before, it waited for the next poll.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_listen_connection_is_replaced() {
-    let db = jobq_tempdb::database();
-    let observer = connect(db.url()).await;
-    observer.batch_execute(RUNS_TABLE).await.unwrap();
-    let proxy = FaultProxy::for_url(db.url()).await.unwrap();
-    let worker = jobq_tests::worker_builder(&proxy.url(db.url()), db.url(), 4)
-        .unwrap()
+    let rig = Rig::new().await;
+    let (observer, proxy) = (&rig.observer, &rig.proxy);
+    let worker = rig
+        .worker(4)
         .poll_interval(Duration::from_secs(60))
         .statement_timeout(Duration::from_secs(1))
         .build();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+    let running = Running::start(worker);
     wait_until(
-        &observer,
+        observer,
         "SELECT count(*) = 1 FROM jobq.workers",
         Duration::from_secs(30),
     )
@@ -323,17 +353,16 @@ async fn a_silent_listen_connection_is_replaced() {
     let jobq = Jobq::default();
     let id = jobq
         .defer_job(slow(10, None))
-        .run(&observer)
+        .run(observer)
         .await
         .unwrap()
         .0;
     wait_until(
-        &observer,
+        observer,
         &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {id}"),
         Duration::from_secs(30),
     )
     .await;
-    stop.cancel();
-    running.await.unwrap().unwrap();
-    every_acknowledged_job_ran_and_succeeded(&observer, &[id], "a silent LISTEN").await;
+    running.stop().await;
+    every_acknowledged_job_ran_and_succeeded(observer, &[id], "a silent LISTEN").await;
 }

@@ -55,8 +55,17 @@ pub fn worker_builder(
     runs_url: &str,
     concurrency: usize,
 ) -> Result<WorkerBuilder<PoolExecutor>, jobq_core::ConnectorError> {
+    worker_on(PoolExecutor::connect(url, 4)?, runs_url, concurrency)
+}
+
+/// The builder of [`worker_via`] on a backend of the test's own.
+pub fn worker_on(
+    backend: PoolExecutor,
+    runs_url: &str,
+    concurrency: usize,
+) -> Result<WorkerBuilder<PoolExecutor>, jobq_core::ConnectorError> {
     let runs = jobq_tokio_postgres::pool(runs_url, 4)?;
-    Ok(Worker::builder(jobq_core::Jobq::default(), PoolExecutor::connect(url, 4)?)
+    Ok(Worker::builder(jobq_core::Jobq::default(), backend)
         .concurrency(concurrency)
         .poll_interval(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_millis(200))
