@@ -214,12 +214,15 @@ pub trait Task: Serialize {
         JobOptions::default()
     }
 
-    /// How a worker retries a failed job of this task; by default it does not.
+    /// How a worker retries a failed job of this task: by default with
+    /// [`RetryStrategy::default`](crate::worker::RetryStrategy::default) (20 attempts over about two days,
+    /// capped exponential backoff with jitter); [`RetryStrategy::none`](crate::worker::RetryStrategy::none)
+    /// runs a job once.
     fn retry() -> crate::worker::RetryStrategy
     where
         Self: Sized,
     {
-        crate::worker::RetryStrategy::none()
+        crate::worker::RetryStrategy::default()
     }
 
     /// How long a job of this task may run before it is aborted and fails with kind `timeout` (retried per

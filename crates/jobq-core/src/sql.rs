@@ -23,6 +23,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0003_caller_safety",
         include_str!("../sql/migrations/0003_caller_safety.sql"),
     ),
+    (
+        4,
+        "0004_known_tasks",
+        include_str!("../sql/migrations/0004_known_tasks.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

@@ -9,6 +9,7 @@ use jobq_core::worker::{
     Backoff, JobContext, JobError, Periodic, RetryStrategy, Worker, WorkerBuilder,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +54,9 @@ struct Panics;
 
 impl Task for Panics {
     const NAME: &'static str = "panics";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::none()
+    }
 }
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -419,7 +423,27 @@ async fn unknown_tasks_bad_arguments_and_panics_fail_cleanly() {
         .run(common::Async(&client))
         .await
         .unwrap();
+    // By default a worker leaves the jobs of tasks it does not know to a worker that does.
     let (stop, handle) = start(worker(Backend::connect(db.url()).await, Log::default()).build());
+    wait_for(
+        &client,
+        "SELECT count(*) = 3 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let waiting = job(&client, &jobq, unknown).await;
+    assert_eq!(
+        (waiting.status, waiting.attempts),
+        (Status::Todo, 0),
+        "an unknown task is not fetched"
+    );
+    // Asked to, a worker takes it and fails it, naming the task.
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, Log::default())
+            .fetch_unknown_tasks(true)
+            .build(),
+    );
     wait_for(
         &client,
         "SELECT count(*) = 4 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
@@ -447,6 +471,154 @@ async fn unknown_tasks_bad_arguments_and_panics_fail_cleanly() {
         job(&client, &jobq, fine).await.status,
         Status::Succeeded,
         "the worker kept going"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_tasks_wait_for_a_worker_that_knows_them_and_keep_their_lock_order() {
+    #[derive(Serialize, Deserialize)]
+    struct Later;
+    impl Task for Later {
+        const NAME: &'static str = "later";
+    }
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let locked = |job: NewJob| {
+        let mut job = job;
+        job.options.lock = Some("tenant".into());
+        job
+    };
+    // The lock's head is a task the first worker does not know; a job it knows waits behind it.
+    let head = jobq
+        .defer_job(locked(NewJob::new("later", serde_json::json!(null))))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let behind = jobq
+        .defer_job(locked(record("behind")))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let other = jobq
+        .defer_job(record("other"))
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let log = Log::default();
+    let (stop, handle) = start(worker(Backend::connect(db.url()).await, log.clone()).build());
+    wait_for(
+        &client,
+        &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {other}"),
+    )
+    .await;
+    // A few more fetches, to be sure the worker leaves both alone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    for id in [head, behind] {
+        let j = job(&client, &jobq, id).await;
+        assert_eq!((j.status, j.attempts), (Status::Todo, 0), "{}", j.task);
+    }
+    // A worker that knows the head runs it, then the job behind it.
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, log.clone())
+            .task(|_: Later, _ctx: JobContext| async move { Ok(()) })
+            .build(),
+    );
+    wait_for(
+        &client,
+        "SELECT count(*) = 3 FROM jobq.jobs WHERE status = 'succeeded'",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let (head, behind) = (
+        job(&client, &jobq, head).await,
+        job(&client, &jobq, behind).await,
+    );
+    assert!(
+        head.finished_at.unwrap() <= behind.started_at.unwrap(),
+        "the lock's head ran first"
+    );
+    assert_eq!(*log.lock().unwrap(), ["other", "behind"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_share_the_state_given_to_the_builder() {
+    #[derive(Serialize, Deserialize)]
+    struct Count;
+    impl Task for Count {
+        const NAME: &'static str = "count";
+    }
+    #[derive(Serialize, Deserialize)]
+    struct CountBlocking;
+    impl Task for CountBlocking {
+        const NAME: &'static str = "count_blocking";
+    }
+    #[derive(Serialize, Deserialize)]
+    struct NeedsMissing;
+    impl Task for NeedsMissing {
+        const NAME: &'static str = "needs_missing";
+    }
+    struct Counter(std::sync::atomic::AtomicUsize);
+    struct Missing;
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    for _ in 0..3 {
+        jobq.defer(&Count)
+            .run(common::Async(&client))
+            .await
+            .unwrap();
+        jobq.defer(&CountBlocking)
+            .run(common::Async(&client))
+            .await
+            .unwrap();
+    }
+    let missing = jobq
+        .defer(&NeedsMissing)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let counter = Arc::new(Counter(std::sync::atomic::AtomicUsize::new(0)));
+    let (stop, handle) = start(
+        worker(Backend::connect(db.url()).await, Log::default())
+            .state(counter.clone())
+            .task(|_: Count, ctx: JobContext| async move {
+                ctx.state::<Arc<Counter>>()?
+                    .0
+                    .fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .blocking_task(|_: CountBlocking, ctx: JobContext| {
+                ctx.state::<Arc<Counter>>()?
+                    .0
+                    .fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .task(|_: NeedsMissing, ctx: JobContext| async move {
+                ctx.state::<Missing>()?;
+                Ok(())
+            })
+            .build(),
+    );
+    wait_for(
+        &client,
+        "SELECT count(*) = 7 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    assert_eq!(counter.0.load(Ordering::SeqCst), 6);
+    let failed = job(&client, &jobq, missing).await;
+    let error = failed.last_error.unwrap_or_default();
+    assert!(
+        failed.status == Status::Failed
+            && error.contains("Missing")
+            && error.contains("WorkerBuilder::state"),
+        "{:?} {error}",
+        failed.status
     );
 }
 
@@ -557,6 +729,7 @@ async fn jobs_of_a_dead_worker_are_recovered() {
         .await
         .unwrap();
     let w = worker(Backend::connect(db.url()).await, Log::default())
+        .retry("record", RetryStrategy::none())
         .stalled_after(Duration::from_secs(1))
         .build();
     let (stop, handle) = start(w);
@@ -728,6 +901,9 @@ struct SpinsForever;
 
 impl Task for SpinsForever {
     const NAME: &'static str = "spins_forever";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::none()
+    }
 }
 
 /// A job past its task's timeout (or the worker's `job_timeout`) is aborted and fails with kind `timeout`,

@@ -107,6 +107,7 @@ async fn run_handler<B: Backend>(
         job: Arc::new(job.clone()),
         worker: shared.config.name.clone(),
         abort: abort.clone(),
+        state: shared.config.state.clone(),
     };
     let handler = AssertUnwindSafe((task.run)(job.args.clone(), ctx)).catch_unwind();
     tokio::pin!(handler);

@@ -79,9 +79,10 @@ pub(super) async fn fetch_loop<B: Backend>(
 /// `None` when the fetch failed: whatever it may have taken on the server, the next heartbeat puts back.
 async fn fetch<B: Backend>(shared: &Shared<B>, want: usize) -> Option<Vec<Job>> {
     let queues = shared.config.queues.as_deref();
+    let tasks = shared.fetched_tasks.as_deref();
     let turn = shared.handover.lock().await;
     let rows = match shared
-        .run(shared.jobq.fetch(shared.worker_id(), queues, want))
+        .run(shared.jobq.fetch(shared.worker_id(), queues, tasks, want))
         .await
     {
         Ok(rows) => rows,

@@ -31,6 +31,7 @@
 
 mod backend;
 mod complete;
+pub mod drain;
 mod execute;
 mod fetch;
 mod listen;
@@ -81,6 +82,8 @@ pub(crate) struct Config {
     delete_succeeded: bool,
     prune_after: Option<Duration>,
     listen: bool,
+    fetch_unknown_tasks: bool,
+    state: Arc<task::State>,
 }
 
 /// Builds a [`Worker`].
@@ -116,6 +119,8 @@ impl<B: Backend> Worker<B> {
                     delete_succeeded: false,
                     prune_after: None,
                     listen: true,
+                    fetch_unknown_tasks: false,
+                    state: Arc::default(),
                 },
             },
         }
@@ -253,6 +258,48 @@ impl<B: Backend> WorkerBuilder<B> {
     /// Whether to LISTEN for new jobs and aborts (on by default); off means polling only.
     pub fn listen(mut self, listen: bool) -> Self {
         self.worker.config.listen = listen;
+        self
+    }
+
+    /// Shares `value` with every job this worker runs, reachable from the handler as
+    /// [`JobContext::state::<T>()`](JobContext::state): one value per type (a second of the same type
+    /// replaces the first), so wrap values of common types in a type of your own.
+    ///
+    /// ```no_run
+    /// # async fn demo<B: jobq_core::worker::Backend>(backend: B) -> Result<(), jobq_core::Error> {
+    /// use jobq_core::worker::{JobContext, Worker};
+    /// use jobq_core::Task;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// struct Mailer { from: String }
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// struct SendEmail { to: String }
+    /// impl Task for SendEmail { const NAME: &'static str = "send_email"; }
+    ///
+    /// let worker = Worker::builder(jobq_core::Jobq::default(), backend)
+    ///     .state(Mailer { from: "noreply@example.com".into() })
+    ///     .task(|email: SendEmail, ctx: JobContext| async move {
+    ///         let mailer = ctx.state::<Mailer>()?;
+    ///         println!("mailing {} from {}", email.to, mailer.from);
+    ///         Ok(())
+    ///     })
+    ///     .build();
+    /// # Ok(()) }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        Arc::make_mut(&mut self.worker.config.state).insert(value);
+        self
+    }
+
+    /// Whether to take jobs of tasks this worker has no handler for, and fail them (off by default).
+    ///
+    /// By default a worker fetches only the tasks registered on it, so in a rolling deploy the jobs of a new
+    /// task wait for a worker that knows it instead of failing on the old ones. On, a job of an unknown task
+    /// fails permanently with a message naming the task and the worker, which suits a worker meant to serve
+    /// every task of its queues.
+    pub fn fetch_unknown_tasks(mut self, fetch: bool) -> Self {
+        self.worker.config.fetch_unknown_tasks = fetch;
         self
     }
 

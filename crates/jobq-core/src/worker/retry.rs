@@ -50,7 +50,14 @@ pub struct RetryDecision {
 
 type Decide = Arc<dyn Fn(u32, &JobError) -> Option<RetryDecision> + Send + Sync>;
 
-/// A task's retry strategy. The default retries nothing: a failed job fails.
+/// A task's retry strategy.
+///
+/// The [default](Self::default) retries: 20 attempts in all, waiting 10 s after the first failure and
+/// twice as long after each next one, at most 6 h, each wait spread randomly by ±20 % so that jobs failed
+/// together do not come back together. A job that keeps failing thus fails for good about two days after
+/// its first attempt (about 12 h of doubling waits, then seven of 6 h) — long enough to ride out an outage
+/// of whatever it calls, in line with River's 25 attempts and Oban's 20. [`RetryStrategy::none`] runs a
+/// job once.
 ///
 /// ```
 /// use jobq_core::worker::{Backoff, RetryStrategy};
@@ -83,12 +90,28 @@ impl fmt::Debug for RetryStrategy {
 }
 
 impl Default for RetryStrategy {
+    /// [`DEFAULT_MAX_ATTEMPTS`](Self::DEFAULT_MAX_ATTEMPTS) attempts with
+    /// [`DEFAULT_BACKOFF`](Self::DEFAULT_BACKOFF) and [`DEFAULT_JITTER`](Self::DEFAULT_JITTER).
     fn default() -> Self {
-        Self::none()
+        Self::new(Self::DEFAULT_MAX_ATTEMPTS)
+            .backoff(Self::DEFAULT_BACKOFF)
+            .jitter(Self::DEFAULT_JITTER)
     }
 }
 
 impl RetryStrategy {
+    /// Attempts in all under the [default](Self::default) strategy.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 20;
+
+    /// The default strategy's backoff: 10 s doubling, at most 6 h.
+    pub const DEFAULT_BACKOFF: Backoff = Backoff::Exponential {
+        base: Duration::from_secs(10),
+        max: Duration::from_secs(6 * 60 * 60),
+    };
+
+    /// The default strategy's jitter: each wait spread by up to 20 % either way.
+    pub const DEFAULT_JITTER: f64 = 0.2;
+
     /// No retries: one attempt.
     pub fn none() -> Self {
         Self::new(1)
@@ -144,13 +167,12 @@ impl RetryStrategy {
         if attempt >= self.max_attempts || !error.is_retryable() {
             return None;
         }
-        if let Some(kinds) = &self.kinds {
-            if !error
+        if let Some(kinds) = &self.kinds
+            && !error
                 .kind()
                 .is_some_and(|k| kinds.iter().any(|allowed| allowed == k))
-            {
-                return None;
-            }
+        {
+            return None;
         }
         if let Some(decide) = &self.decide {
             return decide(attempt, error);
@@ -228,6 +250,32 @@ mod tests {
             let at = strategy.after_failure(3, &JobError::new("x")).unwrap().at;
             assert_eq!(at, Some(crate::limits::LATEST), "{strategy:?}");
         }
+    }
+
+    #[test]
+    fn the_default_retries_for_about_two_days_with_capped_waits() {
+        let strategy = RetryStrategy::default();
+        assert_eq!(strategy.max_attempts(), RetryStrategy::DEFAULT_MAX_ATTEMPTS);
+        let waits: Vec<Duration> = (1..RetryStrategy::DEFAULT_MAX_ATTEMPTS)
+            .map(|a| RetryStrategy::DEFAULT_BACKOFF.delay(a))
+            .collect();
+        assert_eq!(waits[0], Duration::from_secs(10));
+        assert_eq!(*waits.last().unwrap(), Duration::from_secs(6 * 60 * 60));
+        let total: Duration = waits.iter().sum();
+        let hours = total.as_secs() / 3600;
+        assert!((40..=60).contains(&hours), "{hours} h in all");
+        let error = JobError::new("x");
+        assert!(strategy.after_failure(1, &error).is_some());
+        assert!(
+            strategy
+                .after_failure(RetryStrategy::DEFAULT_MAX_ATTEMPTS, &error)
+                .is_none()
+        );
+        assert!(
+            strategy
+                .after_failure(1, &JobError::permanent("no"))
+                .is_none()
+        );
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(super) struct Shared<B> {
     pub(super) jobq: Jobq,
     pub(super) backend: B,
     pub(super) tasks: HashMap<String, Registered>,
+    /// The tasks a fetch asks for: those with a handler here, or any (`None`) when the worker takes jobs
+    /// of unknown tasks too ([`WorkerBuilder::fetch_unknown_tasks`](super::WorkerBuilder::fetch_unknown_tasks)).
+    pub(super) fetched_tasks: Option<Vec<String>>,
     pub(super) config: Config,
     worker_id: AtomicI64,
     /// Jobs whose handler is running, by id.
@@ -55,10 +58,16 @@ impl<B: Backend> Shared<B> {
         worker_id: i64,
         completions: mpsc::UnboundedSender<Completion>,
     ) -> Self {
+        let fetched_tasks = (!config.fetch_unknown_tasks).then(|| {
+            let mut names: Vec<String> = tasks.keys().cloned().collect();
+            names.sort();
+            names
+        });
         Self {
             jobq,
             backend,
             tasks,
+            fetched_tasks,
             config,
             worker_id: AtomicI64::new(worker_id),
             running: Mutex::new(HashMap::new()),

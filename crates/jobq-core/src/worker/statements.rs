@@ -52,14 +52,16 @@ impl Jobq {
         )
     }
 
-    /// Takes up to `limit` runnable jobs of `queues` (all when `None`) for `worker`, marking them `doing`.
+    /// Takes up to `limit` runnable jobs of `queues` (all when `None`) and `tasks` (any when `None`) for
+    /// `worker`, marking them `doing`.
     pub(super) fn fetch(
         &self,
         worker: i64,
         queues: Option<&[String]>,
+        tasks: Option<&[String]>,
         limit: usize,
     ) -> Query<Vec<Fetched>> {
-        let arg = json!({ "worker_id": worker, "queues": queues, "limit": limit });
+        let arg = json!({ "worker_id": worker, "queues": queues, "tasks": tasks, "limit": limit });
         self.query(&self.statements().fetch, Some(arg.to_string()), |rows| {
             Ok(rows.iter().filter_map(|row| fetched(row)).collect())
         })

@@ -5,6 +5,8 @@ use super::retry::RetryStrategy;
 use crate::{Job, JobId, Task};
 use futures_util::future::BoxFuture;
 use serde::de::DeserializeOwned;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -90,6 +92,24 @@ pub struct JobContext {
     /// The name of the worker running it.
     pub worker: Arc<str>,
     pub(crate) abort: CancellationToken,
+    pub(crate) state: Arc<State>,
+}
+
+/// Values given to the worker with [`WorkerBuilder::state`](super::WorkerBuilder::state), one per type,
+/// shared by every job it runs.
+#[derive(Clone, Default)]
+pub(crate) struct State(HashMap<TypeId, Arc<dyn Any + Send + Sync>>);
+
+impl State {
+    pub(crate) fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.0.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "State({} values)", self.0.len())
+    }
 }
 
 impl JobContext {
@@ -112,6 +132,36 @@ impl JobContext {
     /// Completes when the job is asked to stop.
     pub async fn aborted(&self) {
         self.abort.cancelled().await;
+    }
+
+    /// The value of type `T` given to the worker with
+    /// [`WorkerBuilder::state`](super::WorkerBuilder::state): a pool, a client, a configuration, shared
+    /// by every job without cloning by hand. When none was given the job fails permanently, naming the
+    /// type, so `?` is all a handler needs:
+    ///
+    /// ```
+    /// use jobq_core::worker::{JobContext, JobError};
+    ///
+    /// struct Mailer { from: String }
+    ///
+    /// async fn send(ctx: JobContext) -> Result<(), JobError> {
+    ///     let mailer = ctx.state::<Mailer>()?;
+    ///     println!("sending from {}", mailer.from);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn state<T: Send + Sync + 'static>(&self) -> Result<&T, JobError> {
+        self.state
+            .0
+            .get(&TypeId::of::<T>())
+            .and_then(|value| value.downcast_ref::<T>())
+            .ok_or_else(|| {
+                JobError::permanent(format!(
+                    "no state of type {} was given to worker {} (WorkerBuilder::state)",
+                    std::any::type_name::<T>(),
+                    self.worker
+                ))
+            })
     }
 }
 
