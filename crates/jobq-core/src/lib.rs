@@ -18,6 +18,7 @@ mod model;
 pub mod network;
 mod query;
 mod sql;
+pub mod tls;
 pub mod worker;
 
 pub use error::{ConnectorError, Error, ErrorKind};

@@ -63,10 +63,12 @@
 mod cache;
 mod executor;
 mod pool;
+mod tls;
 
 pub use cache::StatementCache;
 pub use executor::ConnectionExecutor;
-pub use pool::{Manager, Pool, PoolExecutor, pool};
+pub use pool::{Manager, Pool, PoolExecutor, pool, pool_with_tls};
+pub use tls::{DefaultTls, MakeTls};
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
 pub use jobq_core as core;

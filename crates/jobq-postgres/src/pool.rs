@@ -1,6 +1,7 @@
 //! The pooled path: an r2d2 pool as an owned executor, which is also the worker's backend.
 
 use crate::executor::connector_error;
+use crate::tls::{self, DefaultTls, MakeTls};
 use crate::{CONNECTOR, SyncPostgres};
 use jobq_core::worker::{Backend, Notification, SpawnBlocking};
 use jobq_core::{BlockingExecutor, ConnectorError, ErrorKind, IntoBlockingExecutor};
@@ -12,17 +13,44 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
-/// The r2d2 pool type this crate's helpers build.
-pub type Pool<T = NoTls> = r2d2::Pool<PostgresConnectionManager<T>>;
+/// The r2d2 pool type this crate's helpers build: with [`DefaultTls`] (rustls, with the default `rustls`
+/// feature) from [`pool`](crate::pool()), with your connector from [`pool_with_tls`].
+pub type Pool<T = DefaultTls> = r2d2::Pool<PostgresConnectionManager<T>>;
 
-/// Builds an r2d2 pool of at most `size` connections to `url` (without TLS), that waits at most 30 s for a
-/// free connection, with jobq's [network bounds](jobq_core::network) (connect timeout, keepalives, TCP user
-/// timeout) wherever the URL sets none.
+/// Builds an r2d2 pool of at most `size` connections to `url`, that waits at most 30 s for a free
+/// connection, with the URL's TLS policy (`sslmode`, `sslrootcert`: see [`jobq_core::tls`]; rustls, with
+/// the default `rustls` feature) and jobq's [network bounds](jobq_core::network) (connect timeout,
+/// keepalives, TCP user timeout) wherever the URL sets none.
 ///
-/// Connections are made when first needed, so this returns at once; an unparsable `url` or a `size` of 0
-/// fails.
+/// Connections are made when first needed, so this returns at once; an unparsable `url`, a TLS policy that
+/// cannot be followed (an unknown `sslmode`, an unreadable `sslrootcert`) or a `size` of 0 fails.
 pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
-    let config = bounded(url)?;
+    let (config, tls) = tls::from_url(url)?;
+    build(config, size, tls)
+}
+
+/// [`pool`](crate::pool()) with a TLS connector of your own (used instead of the URL's `sslrootcert`;
+/// `sslmode` still says whether TLS is required, tried or never used).
+///
+/// ```no_run
+/// // `tls`: `tokio_postgres_rustls::MakeRustlsConnect::new(your_rustls_config)`, say.
+/// # fn demo<T: jobq_postgres::MakeTls>(tls: T) -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = jobq_postgres::pool_with_tls("postgres://app@db/app?sslmode=require", 10, tls)?;
+/// # Ok(()) }
+/// ```
+pub fn pool_with_tls<T: MakeTls>(
+    url: &str,
+    size: usize,
+    tls: T,
+) -> Result<Pool<T>, ConnectorError> {
+    build(tls::for_own_connector(url)?, size, tls)
+}
+
+fn build<T: MakeTls>(
+    config: postgres::Config,
+    size: usize,
+    tls: T,
+) -> Result<Pool<T>, ConnectorError> {
     let size = u32::try_from(size).unwrap_or(u32::MAX);
     if size == 0 {
         return Err(ConnectorError::new(
@@ -35,32 +63,8 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
         .max_size(size)
         .min_idle(Some(0))
         .connection_timeout(Duration::from_secs(30))
-        .build(PostgresConnectionManager::new(config, NoTls))
+        .build(PostgresConnectionManager::new(config, tls))
         .map_err(pool_error)
-}
-
-/// The connection settings of `url`, with jobq's [network bounds](jobq_core::network) wherever the URL sets
-/// none. (Twin of `bounded` in jobq-tokio-postgres, whose `Config` is another type: change both.)
-fn bounded(url: &str) -> Result<postgres::Config, ConnectorError> {
-    use jobq_core::network;
-    let mut config: postgres::Config = url.parse().map_err(connector_error)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(network::CONNECT_TIMEOUT);
-    }
-    if config.get_tcp_user_timeout().is_none() {
-        config.tcp_user_timeout(network::TCP_USER_TIMEOUT);
-    }
-    // postgres keeps keepalives on, and idle for two hours unless told otherwise.
-    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
-        config.keepalives_idle(network::KEEPALIVE_IDLE);
-    }
-    if config.get_keepalives_interval().is_none() {
-        config.keepalives_interval(network::KEEPALIVE_INTERVAL);
-    }
-    if config.get_keepalives_retries().is_none() {
-        config.keepalives_retries(network::KEEPALIVE_RETRIES);
-    }
-    Ok(config)
 }
 
 /// An r2d2 pool as an owned, cloneable executor: each statement takes a connection from the pool and
@@ -82,9 +86,25 @@ fn bounded(url: &str) -> Result<postgres::Config, ConnectorError> {
 ///
 /// Any r2d2 manager whose connections are `postgres::Client`s will do, such as
 /// [`PostgresConnectionManager`] with any TLS connector.
-pub struct PoolExecutor<M: Manager = PostgresConnectionManager<NoTls>> {
+pub struct PoolExecutor<M: Manager = PostgresConnectionManager<DefaultTls>> {
     pool: Arc<DropOffRuntime<M>>,
-    listen: Option<Arc<postgres::Config>>,
+    listen: Option<Arc<dyn Listen>>,
+}
+
+/// Opens a LISTEN connection: its settings and TLS connector, with the connector's type erased.
+trait Listen: Send + Sync {
+    fn connect(&self) -> Result<postgres::Client, postgres::Error>;
+}
+
+struct Listener<T> {
+    config: postgres::Config,
+    tls: T,
+}
+
+impl<T: MakeTls> Listen for Listener<T> {
+    fn connect(&self) -> Result<postgres::Client, postgres::Error> {
+        self.config.connect(self.tls.clone())
+    }
 }
 
 /// The pool, dropped off the async runtime when the last executor goes: closing a `postgres::Client`
@@ -135,9 +155,14 @@ impl<M: Manager> PoolExecutor<M> {
         }
     }
 
-    /// Opens LISTEN connections (without TLS) with `config`, so an idle worker wakes at once.
-    pub fn listen_with(mut self, config: postgres::Config) -> Self {
-        self.listen = Some(Arc::new(config));
+    /// Opens LISTEN connections without TLS with `config`, so an idle worker wakes at once.
+    pub fn listen_with(self, config: postgres::Config) -> Self {
+        self.listen_with_tls(config, NoTls)
+    }
+
+    /// Opens LISTEN connections with `config` and the TLS connector `tls`, so an idle worker wakes at once.
+    pub fn listen_with_tls<T: MakeTls>(mut self, config: postgres::Config, tls: T) -> Self {
+        self.listen = Some(Arc::new(Listener { config, tls }));
         self
     }
 
@@ -151,9 +176,20 @@ impl<M: Manager> PoolExecutor<M> {
 }
 
 impl PoolExecutor {
-    /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server.
+    /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server,
+    /// both with the URL's TLS policy.
     pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
-        Ok(Self::new(pool(url, size)?).listen_with(bounded(url)?))
+        let (config, tls) = tls::from_url(url)?;
+        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
+    }
+}
+
+impl<T: MakeTls> PoolExecutor<PostgresConnectionManager<T>> {
+    /// [`connect`](PoolExecutor::connect) with a TLS connector of your own, for the pool and the LISTEN
+    /// connection alike (see [`pool_with_tls`]).
+    pub fn connect_with_tls(url: &str, size: usize, tls: T) -> Result<Self, ConnectorError> {
+        let config = tls::for_own_connector(url)?;
+        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
     }
 }
 
@@ -203,7 +239,7 @@ impl<M: Manager> Backend for PoolExecutor<M> {
         &self,
         channels: Vec<String>,
     ) -> Result<mpsc::UnboundedReceiver<Notification>, ConnectorError> {
-        let Some(config) = self.listen.clone() else {
+        let Some(listener) = self.listen.clone() else {
             return Err(ConnectorError::new(
                 CONNECTOR,
                 ErrorKind::Unsupported,
@@ -214,7 +250,7 @@ impl<M: Manager> Backend for PoolExecutor<M> {
         let (ready, listening) = oneshot::channel();
         std::thread::Builder::new()
             .name("jobq-listen".into())
-            .spawn(move || listen(&config, &channels, ready, &tx))
+            .spawn(move || listen(&*listener, &channels, ready, &tx))
             .map_err(|e| {
                 ConnectorError::new(CONNECTOR, ErrorKind::Other, "cannot start a thread")
                     .with_source(e)
@@ -234,7 +270,7 @@ impl<M: Manager> Backend for PoolExecutor<M> {
 /// The LISTEN thread: connects, LISTENs, reports readiness, then forwards notifications until the
 /// connection is lost or the receiver is dropped (checked every second).
 fn listen(
-    config: &postgres::Config,
+    listener: &dyn Listen,
     channels: &[String],
     ready: oneshot::Sender<Result<(), ConnectorError>>,
     tx: &mpsc::UnboundedSender<Notification>,
@@ -243,8 +279,8 @@ fn listen(
         .iter()
         .map(|c| format!("LISTEN \"{}\";", c.replace('"', "\"\"")))
         .collect();
-    let client = config
-        .connect(NoTls)
+    let client = listener
+        .connect()
         .and_then(|mut c| c.batch_execute(&sql).map(|()| c));
     let mut client = match client {
         Ok(client) => {

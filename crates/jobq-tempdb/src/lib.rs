@@ -20,8 +20,10 @@
 //! ```
 
 mod pgbouncer;
+mod tls;
 
 pub use pgbouncer::{POOL_SIZE, PgBouncer, pgbouncer, pgbouncer_or_skip, pgbouncer_url};
+pub use tls::{TlsServer, tls_server};
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -359,6 +361,19 @@ fn start() -> Result<Server, Error> {
 
 /// Starts a throwaway server in a directory named `name` (the process id first) under the temp dir.
 fn start_throwaway(name: &str) -> Result<Server, Error> {
+    start_throwaway_with(name, None)
+}
+
+/// What a throwaway server needs beyond the defaults (the TLS-only server's hook, see `tls.rs`).
+pub(crate) struct Setup<'a> {
+    /// Run after `initdb` with the server's directory (the data directory is `data` in it); returns more
+    /// `-o` options for the server.
+    prepare: &'a dyn Fn(&Path) -> Result<String, Error>,
+}
+
+/// [`start_throwaway`], set up by `setup`; with a setup, the server's URLs (and its admin connection) go
+/// through its Unix socket rather than TCP.
+fn start_throwaway_with(name: &str, setup: Option<Setup<'_>>) -> Result<Server, Error> {
     let bin = find_bindir().ok_or(Error::NoBinaries)?;
     let root = std::env::temp_dir().join("jobq-tempdb");
     std::fs::create_dir_all(&root)?;
@@ -384,6 +399,10 @@ fn start_throwaway(name: &str) -> Result<Server, Error> {
             "-D",
         ])
         .arg(&data))?;
+    let extra = match &setup {
+        Some(setup) => (setup.prepare)(&dir)?,
+        None => String::new(),
+    };
     let watchdog = spawn_watchdog(as_root, &bin, &dir)?;
     let mut last = None;
     for _ in 0..5 {
@@ -392,7 +411,7 @@ fn start_throwaway(name: &str) -> Result<Server, Error> {
             .port();
         let options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='{}' -c fsync=off \
-             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+             -c synchronous_commit=off -c full_page_writes=off -c max_connections=300{extra}",
             dir.display()
         );
         let started = run(pg(as_root, &bin, "pg_ctl")
@@ -403,7 +422,10 @@ fn start_throwaway(name: &str) -> Result<Server, Error> {
             .args(["-o", &options]));
         match started {
             Ok(()) => {
-                let base_url = format!("postgres://postgres@127.0.0.1:{port}");
+                let base_url = match setup {
+                    Some(_) => format!("postgres://postgres@{}:{port}", tls::url_path(&dir)),
+                    None => format!("postgres://postgres@127.0.0.1:{port}"),
+                };
                 let admin =
                     postgres::Client::connect(&format!("{base_url}/postgres"), postgres::NoTls)?;
                 return Ok(Server {

@@ -68,10 +68,12 @@
 mod cache;
 mod executor;
 mod pool;
+mod tls;
 
 pub use cache::StatementCache;
 pub use executor::{ConnectionExecutor, TransactionPooling};
-pub use pool::{PoolExecutor, pool};
+pub use pool::{PoolExecutor, pool, pool_with_tls};
+pub use tls::{Connection, DefaultTls, MakeTls, connect};
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
 pub use jobq_core as core;

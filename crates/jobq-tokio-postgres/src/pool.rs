@@ -1,24 +1,50 @@
 //! The pooled path: a deadpool pool as an owned executor, which is also the worker's backend.
 
 use crate::executor::connector_error;
+use crate::tls::{self, MakeTls};
 use crate::{CONNECTOR, TokioPostgres, TransactionPooling};
 use deadpool_postgres::{Manager, Pool, PoolError, Runtime, TimeoutType};
 use futures_util::StreamExt;
 use jobq_core::worker::{Backend, Notification};
 use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-/// Builds a deadpool pool of at most `size` connections to `url` (without TLS), that waits at most 30 s for
-/// a free connection, with jobq's [network bounds](jobq_core::network) (connect timeout, keepalives, TCP
-/// user timeout) wherever the URL sets none.
+/// Builds a deadpool pool of at most `size` connections to `url`, that waits at most 30 s for a free
+/// connection, with the URL's TLS policy (`sslmode`, `sslrootcert`: see [`jobq_core::tls`]; rustls, with
+/// the default `rustls` feature) and jobq's [network bounds](jobq_core::network) (connect timeout,
+/// keepalives, TCP user timeout) wherever the URL sets none.
 ///
-/// Connections are made when first needed, so this returns at once; an unparsable `url` or a `size` of 0
-/// fails.
+/// Connections are made when first needed, so this returns at once; an unparsable `url`, a TLS policy that
+/// cannot be followed (an unknown `sslmode`, an unreadable `sslrootcert`) or a `size` of 0 fails.
 pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
-    let config = bounded(url)?;
+    let (config, tls) = tls::from_url(url)?;
+    build(config, size, tls)
+}
+
+/// [`pool`] with a TLS connector of your own (used instead of the URL's `sslrootcert`; `sslmode` still
+/// says whether TLS is required, tried or never used).
+///
+/// ```no_run
+/// // `tls`: `tokio_postgres_rustls::MakeRustlsConnect::new(your_rustls_config)`, say.
+/// # fn demo(tls: impl jobq_tokio_postgres::MakeTls) -> Result<(), Box<dyn std::error::Error>> {
+/// let pool = jobq_tokio_postgres::pool_with_tls("postgres://app@db/app?sslmode=require", 10, tls)?;
+/// # Ok(()) }
+/// ```
+pub fn pool_with_tls<T: MakeTls>(url: &str, size: usize, tls: T) -> Result<Pool, ConnectorError> {
+    build(tls::for_own_connector(url)?, size, tls)
+}
+
+fn build<T: MakeTls>(
+    config: tokio_postgres::Config,
+    size: usize,
+    tls: T,
+) -> Result<Pool, ConnectorError> {
     if size == 0 {
         return Err(ConnectorError::new(
             CONNECTOR,
@@ -26,37 +52,13 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
             "a pool needs at least one connection",
         ));
     }
-    Pool::builder(Manager::new(config, NoTls))
+    Pool::builder(Manager::new(config, tls))
         .max_size(size)
         .runtime(Runtime::Tokio1)
         .wait_timeout(Some(Duration::from_secs(30)))
         .create_timeout(Some(Duration::from_secs(30)))
         .build()
         .map_err(|e| ConnectorError::new(CONNECTOR, ErrorKind::Other, e.to_string()).with_source(e))
-}
-
-/// The connection settings of `url`, with jobq's [network bounds](jobq_core::network) wherever the URL sets
-/// none. (Twin of `bounded` in jobq-postgres, whose `Config` is another type: change both.)
-fn bounded(url: &str) -> Result<tokio_postgres::Config, ConnectorError> {
-    use jobq_core::network;
-    let mut config: tokio_postgres::Config = url.parse().map_err(connector_error)?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(network::CONNECT_TIMEOUT);
-    }
-    if config.get_tcp_user_timeout().is_none() {
-        config.tcp_user_timeout(network::TCP_USER_TIMEOUT);
-    }
-    // tokio-postgres keeps keepalives on, and idle for two hours unless told otherwise.
-    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
-        config.keepalives_idle(network::KEEPALIVE_IDLE);
-    }
-    if config.get_keepalives_interval().is_none() {
-        config.keepalives_interval(network::KEEPALIVE_INTERVAL);
-    }
-    if config.get_keepalives_retries().is_none() {
-        config.keepalives_retries(network::KEEPALIVE_RETRIES);
-    }
-    Ok(config)
 }
 
 /// A deadpool pool as an owned, cloneable executor: each statement takes a connection from the pool and
@@ -80,8 +82,59 @@ fn bounded(url: &str) -> Result<tokio_postgres::Config, ConnectorError> {
 #[derive(Debug, Clone)]
 pub struct PoolExecutor {
     pool: Pool,
-    listen: Option<Arc<tokio_postgres::Config>>,
+    listen: Option<Arc<dyn Listen>>,
     transaction_pooling: bool,
+}
+
+/// The notifications of a LISTEN connection, whatever its TLS stream.
+type Messages =
+    Pin<Box<dyn futures_util::Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
+
+/// How to open a LISTEN connection: its settings and TLS connector, with the connector's type erased so
+/// that `PoolExecutor` has none.
+trait Listen: fmt::Debug + Send + Sync {
+    fn connect(
+        &self,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<(tokio_postgres::Client, Messages), tokio_postgres::Error>>
+                + Send
+                + '_,
+        >,
+    >;
+}
+
+struct Listener<T> {
+    config: tokio_postgres::Config,
+    tls: T,
+}
+
+impl<T> fmt::Debug for Listener<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Listener")
+            .field("config", &self.config)
+            .field("tls", &std::any::type_name::<T>())
+            .finish()
+    }
+}
+
+impl<T: MakeTls> Listen for Listener<T> {
+    fn connect(
+        &self,
+    ) -> Pin<
+        Box<
+            dyn Future<Output = Result<(tokio_postgres::Client, Messages), tokio_postgres::Error>>
+                + Send
+                + '_,
+        >,
+    > {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let (client, mut connection) = self.config.connect(tls).await?;
+            let messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            Ok((client, Box::pin(messages) as Messages))
+        })
+    }
 }
 
 impl PoolExecutor {
@@ -94,14 +147,32 @@ impl PoolExecutor {
         }
     }
 
-    /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server.
+    /// A pool of `size` connections to `url` (see [`pool`](crate::pool())), with LISTEN on the same server,
+    /// both with the URL's TLS policy.
     pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
-        Ok(Self::new(pool(url, size)?).listen_with(bounded(url)?))
+        let (config, tls) = tls::from_url(url)?;
+        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
     }
 
-    /// Opens LISTEN connections (without TLS) with `config`, so an idle worker wakes at once.
-    pub fn listen_with(mut self, config: tokio_postgres::Config) -> Self {
-        self.listen = Some(Arc::new(config));
+    /// [`connect`](Self::connect) with a TLS connector of your own, for the pool and the LISTEN connection
+    /// alike (see [`pool_with_tls`](crate::pool_with_tls)).
+    pub fn connect_with_tls<T: MakeTls>(
+        url: &str,
+        size: usize,
+        tls: T,
+    ) -> Result<Self, ConnectorError> {
+        let config = tls::for_own_connector(url)?;
+        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
+    }
+
+    /// Opens LISTEN connections without TLS with `config`, so an idle worker wakes at once.
+    pub fn listen_with(self, config: tokio_postgres::Config) -> Self {
+        self.listen_with_tls(config, NoTls)
+    }
+
+    /// Opens LISTEN connections with `config` and the TLS connector `tls`, so an idle worker wakes at once.
+    pub fn listen_with_tls<T: MakeTls>(mut self, config: tokio_postgres::Config, tls: T) -> Self {
+        self.listen = Some(Arc::new(Listener { config, tls }));
         self
     }
 
@@ -209,18 +280,17 @@ impl Backend for PoolExecutor {
         &self,
         channels: Vec<String>,
     ) -> Result<mpsc::UnboundedReceiver<Notification>, ConnectorError> {
-        let Some(config) = &self.listen else {
+        let Some(listener) = &self.listen else {
             return Err(ConnectorError::new(
                 CONNECTOR,
                 ErrorKind::Unsupported,
                 "this PoolExecutor has no LISTEN connection: build it with `connect` or `listen_with`",
             ));
         };
-        let (client, mut connection) = config.connect(NoTls).await.map_err(connector_error)?;
+        let (client, mut messages) = listener.connect().await.map_err(connector_error)?;
         let client = Arc::new(client);
         let keep_open = client.clone();
         let (tx, rx) = mpsc::unbounded_channel();
-        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         let forward = tx.clone();
         let forwarding = async move {
             while let Some(Ok(message)) = messages.next().await {
