@@ -1,12 +1,16 @@
 //! `jobq`: the command line for operators and scripts.
 //!
-//! Exit codes: 0 success; 1 a database or schema problem; 2 bad input, including any value outside
-//! `jobq_core::limits` (nothing was written); 3 a queueing-lock conflict; 4 no such job.
+//! Exit codes: 0 success; 1 a database, network or schema problem, or a timeout (the message carries every
+//! cause); 2 bad input, including any value outside `jobq_core::limits` (refused before anything is sent,
+//! so nothing was written); 3 a queueing-lock conflict; 4 no such job.
 
+mod connect;
+mod failure;
 mod output;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
+use failure::{Failure, bad_input};
 use jobq_core::{CancelOutcome, RetryOutcome};
 use jobq_tokio_postgres::prelude::*;
 use output::Output;
@@ -14,16 +18,29 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 /// jobq: a PostgreSQL job queue. Inspect and operate the queue from the shell.
+///
+/// The database is --database-url, else JOBQ_DATABASE_URL, else DATABASE_URL. Every wait (connecting,
+/// the server's handshake, each statement) is bounded by --timeout. Exit codes: 0 success, 1 database,
+/// network, schema or timeout, 2 bad input (nothing sent), 3 queueing-lock conflict, 4 no such job.
 #[derive(Debug, Parser)]
-#[command(name = "jobq", version, about)]
+#[command(name = "jobq", version)]
 struct Cli {
-    /// PostgreSQL URL, e.g. postgres://user@localhost/app.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    /// PostgreSQL URL, e.g. postgres://user@localhost/app [default: $JOBQ_DATABASE_URL, else $DATABASE_URL].
+    #[arg(long, global = true)]
     database_url: Option<String>,
     /// The PostgreSQL schema that holds jobq's tables.
-    #[arg(long, default_value = "jobq", global = true)]
+    #[arg(long, env = "JOBQ_SCHEMA", default_value = "jobq", global = true)]
     schema: String,
-    /// Print JSON instead of tables.
+    /// The longest wait for the server: to connect, and for each command (e.g. 10s, 500ms, 2m).
+    #[arg(
+        long,
+        env = "JOBQ_TIMEOUT",
+        default_value = "10s",
+        value_parser = connect::parse_timeout,
+        global = true
+    )]
+    timeout: Duration,
+    /// Print JSON instead of tables (tables on a terminal, tab-separated text otherwise).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -150,36 +167,6 @@ fn parse_status(s: &str) -> Result<Status, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
 
-/// A failure with the exit code scripts see.
-struct Failure {
-    code: u8,
-    message: String,
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        let code = match &e {
-            Error::AlreadyEnqueued { .. } => 3,
-            Error::JobNotFound(_) => 4,
-            Error::InvalidInput(_) => 2,
-            // The arguments are parsed before anything is sent (`bad_input`), so a JSON error here is a
-            // stored row this jobq could not read: not the caller's input.
-            _ => 1,
-        };
-        Failure {
-            code,
-            message: e.to_string(),
-        }
-    }
-}
-
-fn bad_input(message: impl Into<String>) -> Failure {
-    Failure {
-        code: 2,
-        message: message.into(),
-    }
-}
-
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -192,28 +179,11 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn connect(url: Option<&str>) -> Result<tokio_postgres::Client, Failure> {
-    let url =
-        url.ok_or_else(|| bad_input("no database: pass --database-url or set DATABASE_URL"))?;
-    let mut config: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e| bad_input(format!("invalid database URL: {e}")))?;
-    config.connect_timeout(Duration::from_secs(10));
-    let (client, connection) =
-        config
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| Failure {
-                code: 1,
-                message: format!("cannot connect to the database: {e}"),
-            })?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
+/// Runs one command. Its input is checked first, then the connection is opened (only for commands that
+/// need one), so bad input exits 2 before anything is sent.
 async fn run(cli: Cli) -> Result<(), Failure> {
     let jobq = Jobq::with_schema(&cli.schema).map_err(Failure::from)?;
-    let out = Output { json: cli.json };
+    let out = Output::new(cli.json);
     if let Command::Schema(SchemaCommand::Sql { grant }) = &cli.command {
         let sql = match grant {
             Some(role) => jobq.grant_sql(role)?,
@@ -222,11 +192,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         println!("{sql}");
         return Ok(());
     }
-    let client = connect(cli.database_url.as_deref()).await?;
-    let db = &client;
+    let url = connect::database_url(cli.database_url)?;
+    let mut db = connect::Database::new(connect::config(&url, cli.timeout)?, cli.timeout);
     match cli.command {
         Command::Schema(SchemaCommand::Apply) => {
-            jobq.migrate().run(db).await?;
+            db.session().await?.run(jobq.migrate()).await?;
             out.message(&format!(
                 "schema {} is at version {}",
                 jobq.schema(),
@@ -234,11 +204,11 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             ));
         }
         Command::Schema(SchemaCommand::Status) => {
-            let applied = jobq.schema_version().run(db).await?;
+            let applied = db.session().await?.run(jobq.schema_version()).await?;
             out.schema_status(jobq.schema(), applied, jobq.required_version());
         }
         Command::Schema(SchemaCommand::Sql { .. }) => unreachable!("handled before connecting"),
-        Command::Defer(args) => defer(&jobq, db, args, &out).await?,
+        Command::Defer(args) => defer(&jobq, &mut db, args, &out).await?,
         Command::Jobs(JobsCommand::List {
             queue,
             task,
@@ -254,9 +224,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 limit: Some(limit),
                 ..JobFilter::default()
             };
-            out.jobs(&jobq.list(&filter).run(db).await?);
+            jobq_core::limits::check_filter(&filter)?;
+            out.jobs(&db.session().await?.run(jobq.list(&filter)).await?);
         }
-        Command::Jobs(JobsCommand::Show { id }) => out.job(&jobq.job(JobId(id)).run(db).await?),
+        Command::Jobs(JobsCommand::Show { id }) => {
+            out.job(&db.session().await?.run(jobq.job(JobId(id))).await?)
+        }
         Command::Jobs(JobsCommand::Cancel { id, abort, delete }) => {
             let mut cancel = jobq.cancel(JobId(id));
             if abort {
@@ -265,7 +238,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if delete {
                 cancel = cancel.delete();
             }
-            let outcome = cancel.run(db).await?;
+            let outcome = db.session().await?.run(cancel).await?;
             let text = match outcome {
                 CancelOutcome::Cancelled => "cancelled",
                 CancelOutcome::Deleted => "deleted",
@@ -277,21 +250,21 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             out.outcome(id, text, &outcome);
         }
         Command::Jobs(JobsCommand::Retry { id }) => {
-            let outcome = jobq.retry(JobId(id)).run(db).await?;
+            let outcome = db.session().await?.run(jobq.retry(JobId(id))).await?;
             let text = match outcome {
                 RetryOutcome::Retried => "retried",
                 RetryOutcome::Unchanged => "unchanged (waiting or running)",
             };
             out.outcome(id, text, &outcome);
         }
-        Command::Queues => out.queues(&jobq.queue_counts().run(db).await?),
-        Command::Workers => out.workers(&jobq.workers().run(db).await?),
+        Command::Queues => out.queues(&db.session().await?.run(jobq.queue_counts()).await?),
+        Command::Workers => out.workers(&db.session().await?.run(jobq.workers()).await?),
         Command::Prune { older_than } => {
-            let pruned = jobq.prune(older_than).run(db).await?;
+            let pruned = db.session().await?.run(jobq.prune(older_than)).await?;
             out.count("pruned", pruned);
         }
         Command::Healthcheck => {
-            let version = jobq.check_schema().run(db).await?;
+            let version = db.session().await?.run(jobq.check_schema()).await?;
             out.message(&format!(
                 "healthy: schema {} at version {version}",
                 jobq.schema()
@@ -301,12 +274,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn defer(
-    jobq: &Jobq,
-    db: &tokio_postgres::Client,
-    args: DeferArgs,
-    out: &Output,
-) -> Result<(), Failure> {
+/// The job `args` describe, checked against `jobq_core::limits` as deferral will check it: bad input
+/// exits 2 here, before a connection is opened.
+fn new_job(args: &DeferArgs) -> Result<NewJob, Failure> {
     let json: serde_json::Value = serde_json::from_str(&args.args)
         .map_err(|e| bad_input(format!("the arguments are not valid JSON: {e}")))?;
     let at = match (args.at, args.in_) {
@@ -314,19 +284,29 @@ async fn defer(
         (None, Some(delay)) => Some(jobq_core::limits::check_delay(delay)?),
         (None, None) => None,
     };
-    let options = JobOptions {
-        queue: args.queue,
-        priority: args.priority,
-        lock: args.lock,
-        queueing_lock: args.queueing_lock,
-        scheduled_at: at,
-    };
     let job = NewJob {
-        task: args.task,
+        task: args.task.clone(),
         args: json,
-        options,
+        options: JobOptions {
+            queue: args.queue.clone(),
+            priority: args.priority,
+            lock: args.lock.clone(),
+            queueing_lock: args.queueing_lock.clone(),
+            scheduled_at: at,
+        },
     };
-    match jobq.defer_job(job).run(db).await {
+    jobq_core::limits::check_job(&job)?;
+    Ok(job)
+}
+
+async fn defer(
+    jobq: &Jobq,
+    db: &mut connect::Database,
+    args: DeferArgs,
+    out: &Output,
+) -> Result<(), Failure> {
+    let job = new_job(&args)?;
+    match db.session().await?.try_run(jobq.defer_job(job)).await? {
         Ok(id) => out.deferred(id),
         Err(Error::AlreadyEnqueued { queueing_lock }) if args.ignore_already_enqueued => {
             out.message(&format!(

@@ -1,27 +1,77 @@
-//! Tables for people, JSON for scripts.
+//! Results on stdout: box tables on a terminal, tab-separated plain text through a pipe or into a file,
+//! JSON with `--json`. Times say their zone in every form: `2026-12-02 01:05:00.000 UTC` in tables,
+//! RFC 3339 with `Z` in plain text and JSON.
 
+use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
 use jobq_core::{Job, JobId, QueueCount, WorkerInfo};
 use serde::Serialize;
 use serde_json::json;
+use std::io::IsTerminal;
 
-/// Where results go: stdout, as tables or JSON.
+/// How lists are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Box-drawing tables, for a person at a terminal.
+    Table,
+    /// A header line and one line per row, fields separated by tabs (tabs, line breaks and backslashes
+    /// in a value written `\t`, `\n`, `\\`): for `grep`, `cut` and `awk`.
+    Plain,
+    /// Pretty-printed JSON.
+    Json,
+}
+
+/// Where results go: stdout, in one [`Mode`].
 pub(crate) struct Output {
-    pub(crate) json: bool,
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
-    t
-}
-
-fn time(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
-    t.map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
-        .unwrap_or_default()
+    mode: Mode,
 }
 
 impl Output {
+    /// JSON when `json`, else tables when stdout is a terminal and plain text when it is not.
+    pub(crate) fn new(json: bool) -> Self {
+        let mode = if json {
+            Mode::Json
+        } else if std::io::stdout().is_terminal() {
+            Mode::Table
+        } else {
+            Mode::Plain
+        };
+        Self { mode }
+    }
+
+    /// `t` as this mode writes times: with its zone, empty when there is none.
+    fn time(&self, t: Option<DateTime<Utc>>) -> String {
+        let Some(t) = t else {
+            return String::new();
+        };
+        match self.mode {
+            Mode::Table => t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string(),
+            Mode::Plain | Mode::Json => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    /// `rows` under `header`, as a table or as plain text.
+    fn render(&self, header: &[&str], rows: Vec<Vec<String>>) -> String {
+        if self.mode == Mode::Table {
+            let mut t = Table::new();
+            t.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
+            for row in rows {
+                t.add_row(row);
+            }
+            return t.to_string();
+        }
+        let mut text = header.join("\t");
+        for row in rows {
+            text.push('\n');
+            let fields: Vec<String> = row.iter().map(|f| plain_field(f)).collect();
+            text.push_str(&fields.join("\t"));
+        }
+        text
+    }
+
+    fn print(&self, header: &[&str], rows: Vec<Vec<String>>) {
+        println!("{}", self.render(header, rows));
+    }
     fn print_json(&self, value: &impl Serialize) {
         println!(
             "{}",
@@ -30,7 +80,7 @@ impl Output {
     }
 
     pub(crate) fn message(&self, text: &str) {
-        if self.json {
+        if self.mode == Mode::Json {
             self.print_json(&json!({ "message": text }));
         } else {
             println!("{text}");
@@ -38,7 +88,7 @@ impl Output {
     }
 
     pub(crate) fn deferred(&self, id: JobId) {
-        if self.json {
+        if self.mode == Mode::Json {
             self.print_json(&json!({ "id": id }))
         } else {
             println!("{id}")
@@ -46,7 +96,7 @@ impl Output {
     }
 
     pub(crate) fn count(&self, what: &str, n: u64) {
-        if self.json {
+        if self.mode == Mode::Json {
             self.print_json(&json!({ what: n }))
         } else {
             println!("{what} {n}")
@@ -54,7 +104,7 @@ impl Output {
     }
 
     pub(crate) fn outcome(&self, id: i64, text: &str, outcome: &impl Serialize) {
-        if self.json {
+        if self.mode == Mode::Json {
             self.print_json(&json!({ "id": id, "outcome": outcome }));
         } else {
             println!("job {id}: {text}");
@@ -68,7 +118,7 @@ impl Output {
             Some(v) if v > required => "newer than this jobq: upgrade jobq",
             Some(_) => "up to date",
         };
-        if self.json {
+        if self.mode == Mode::Json {
             self.print_json(&json!({ "schema": schema, "applied": applied, "required": required, "state": state }));
         } else {
             let applied = applied.map_or("none".to_owned(), |v| v.to_string());
@@ -77,42 +127,35 @@ impl Output {
     }
 
     pub(crate) fn jobs(&self, jobs: &[Job]) {
-        if self.json {
+        if self.mode == Mode::Json {
             return self.print_json(&jobs);
         }
-        let mut t = table(&[
-            "id",
-            "queue",
-            "task",
-            "status",
-            "priority",
-            "attempts",
-            "lock",
-            "scheduled",
-            "last error",
-        ]);
-        for j in jobs {
-            t.add_row(vec![
-                j.id.to_string(),
-                j.queue.clone(),
-                j.task.clone(),
-                j.status.to_string(),
-                j.priority.to_string(),
-                j.attempts.to_string(),
-                j.lock.clone().unwrap_or_default(),
-                time(Some(j.scheduled_at)),
-                j.last_error.clone().unwrap_or_default(),
-            ]);
-        }
-        println!("{t}");
+        self.print(&JOB_COLUMNS, jobs.iter().map(|j| self.job_row(j)).collect());
+    }
+
+    fn job_row(&self, j: &Job) -> Vec<String> {
+        vec![
+            j.id.to_string(),
+            j.queue.clone(),
+            j.task.clone(),
+            j.status.to_string(),
+            j.priority.to_string(),
+            j.attempts.to_string(),
+            j.lock.clone().unwrap_or_default(),
+            self.time(Some(j.scheduled_at)),
+            j.last_error.clone().unwrap_or_default(),
+        ]
     }
 
     pub(crate) fn job(&self, j: &Job) {
-        if self.json {
+        if self.mode == Mode::Json {
             return self.print_json(j);
         }
-        let mut t = table(&["field", "value"]);
-        let rows: [(&str, String); 16] = [
+        println!("{}", self.render_job(j));
+    }
+
+    fn render_job(&self, j: &Job) -> String {
+        let fields: [(&str, String); 16] = [
             ("id", j.id.to_string()),
             ("queue", j.queue.clone()),
             ("task", j.task.clone()),
@@ -121,68 +164,145 @@ impl Output {
             ("priority", j.priority.to_string()),
             ("lock", j.lock.clone().unwrap_or_default()),
             ("queueing lock", j.queueing_lock.clone().unwrap_or_default()),
-            ("scheduled at", time(Some(j.scheduled_at))),
+            ("scheduled at", self.time(Some(j.scheduled_at))),
             ("attempts", j.attempts.to_string()),
             ("abort requested", j.abort_requested.to_string()),
             (
                 "worker",
                 j.worker_id.map(|w| w.to_string()).unwrap_or_default(),
             ),
-            ("created at", time(Some(j.created_at))),
-            ("started at", time(j.started_at)),
-            ("finished at", time(j.finished_at)),
+            ("created at", self.time(Some(j.created_at))),
+            ("started at", self.time(j.started_at)),
+            ("finished at", self.time(j.finished_at)),
             ("last error", j.last_error.clone().unwrap_or_default()),
         ];
-        for (k, v) in rows {
-            t.add_row(vec![k.to_owned(), v]);
-        }
+        let mut rows: Vec<Vec<String>> = fields
+            .into_iter()
+            .map(|(k, v)| vec![k.to_owned(), v])
+            .collect();
         for e in &j.errors {
-            t.add_row(vec![
+            rows.push(vec![
                 format!("error, attempt {}", e.attempt),
-                format!("{} {}", time(Some(e.at)), e.error),
+                format!("{} {}", self.time(Some(e.at)), e.error),
             ]);
         }
-        println!("{t}");
+        self.render(&["field", "value"], rows)
     }
 
     pub(crate) fn queues(&self, counts: &[QueueCount]) {
-        if self.json {
+        if self.mode == Mode::Json {
             return self.print_json(&counts);
         }
-        let mut t = table(&["queue", "status", "jobs"]);
-        for c in counts {
-            t.add_row(vec![
-                c.queue.clone(),
-                c.status.to_string(),
-                c.count.to_string(),
-            ]);
-        }
-        println!("{t}");
+        let rows = counts
+            .iter()
+            .map(|c| vec![c.queue.clone(), c.status.to_string(), c.count.to_string()])
+            .collect();
+        self.print(&["queue", "status", "jobs"], rows);
     }
 
     pub(crate) fn workers(&self, workers: &[WorkerInfo]) {
-        if self.json {
+        if self.mode == Mode::Json {
             return self.print_json(&workers);
         }
-        let mut t = table(&[
-            "id",
-            "name",
-            "queues",
-            "running",
-            "started",
-            "last heartbeat",
-        ]);
-        for w in workers {
-            let queues = w.queues.as_ref().map_or("all".to_owned(), |q| q.join(","));
-            t.add_row(vec![
-                w.id.to_string(),
-                w.name.clone(),
-                queues,
-                w.running.to_string(),
-                time(Some(w.started_at)),
-                time(Some(w.heartbeat_at)),
-            ]);
+        let rows = workers
+            .iter()
+            .map(|w| {
+                vec![
+                    w.id.to_string(),
+                    w.name.clone(),
+                    w.queues.as_ref().map_or("all".to_owned(), |q| q.join(",")),
+                    w.running.to_string(),
+                    self.time(Some(w.started_at)),
+                    self.time(Some(w.heartbeat_at)),
+                ]
+            })
+            .collect();
+        self.print(
+            &[
+                "id",
+                "name",
+                "queues",
+                "running",
+                "started",
+                "last heartbeat",
+            ],
+            rows,
+        );
+    }
+}
+
+/// The columns of `jobq jobs list`.
+const JOB_COLUMNS: [&str; 9] = [
+    "id",
+    "queue",
+    "task",
+    "status",
+    "priority",
+    "attempts",
+    "lock",
+    "scheduled",
+    "last error",
+];
+
+/// One field of plain text: a tab, a line break or a backslash in it escaped, so each row stays one line
+/// of tab-separated fields.
+fn plain_field(value: &str) -> String {
+    let mut field = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => field.push_str("\\\\"),
+            '\t' => field.push_str("\\t"),
+            '\n' => field.push_str("\\n"),
+            '\r' => field.push_str("\\r"),
+            c => field.push(c),
         }
-        println!("{t}");
+    }
+    field
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use jobq_core::Status;
+
+    fn job() -> Job {
+        let at = Utc.with_ymd_and_hms(2026, 12, 2, 1, 5, 0).single().unwrap();
+        serde_json::from_value(json!({
+            "id": 7, "queue": "emails", "task": "send", "args": {"to": "a"}, "priority": 0,
+            "lock": null, "queueing_lock": null, "status": Status::Failed, "scheduled_at": at,
+            "attempts": 1, "abort_requested": false, "worker_id": null, "created_at": at,
+            "started_at": at, "finished_at": null, "last_error": "line one\nline\ttwo",
+            "errors": [{"attempt": 1, "at": at, "error": "boom"}]
+        }))
+        .expect("a job")
+    }
+
+    #[test]
+    fn a_terminal_gets_box_tables_with_times_in_utc() {
+        let out = Output { mode: Mode::Table };
+        let table = out.render(&JOB_COLUMNS, vec![out.job_row(&job())]);
+        assert!(table.contains('│') && table.contains('─'), "{table}");
+        assert!(table.contains("2026-12-02 01:05:00.000 UTC"), "{table}");
+        let shown = out.render_job(&job());
+        assert!(
+            shown.contains("2026-12-02 01:05:00.000 UTC boom"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn plain_text_is_one_line_per_row_with_rfc3339_times() {
+        let out = Output { mode: Mode::Plain };
+        let text = out.render(&JOB_COLUMNS, vec![out.job_row(&job())]);
+        assert_eq!(
+            text,
+            "id\tqueue\ttask\tstatus\tpriority\tattempts\tlock\tscheduled\tlast error\n\
+             7\temails\tsend\tfailed\t0\t1\t\t2026-12-02T01:05:00.000Z\tline one\\nline\\ttwo"
+        );
+        assert!(
+            out.render_job(&job())
+                .contains("started at\t2026-12-02T01:05:00.000Z")
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The built `jobq` binary against the throwaway server: every subcommand and every bad input.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 struct Run {
     code: i32,
@@ -8,14 +8,25 @@ struct Run {
     stderr: String,
 }
 
-fn jobq(url: &str, args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .env_remove("DATABASE_URL")
-        .arg("--database-url")
-        .arg(url)
-        .args(args)
-        .output()
-        .expect("the binary runs");
+/// The environment variables jobq reads; every test sets the ones it means, so the harness's own
+/// (`JOBQ_DATABASE_URL` in CI) never leak in.
+const JOBQ_VARIABLES: [&str; 4] = [
+    "JOBQ_DATABASE_URL",
+    "DATABASE_URL",
+    "JOBQ_SCHEMA",
+    "JOBQ_TIMEOUT",
+];
+
+/// The `jobq` binary with a clean environment.
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobq"));
+    for name in JOBQ_VARIABLES {
+        command.env_remove(name);
+    }
+    command
+}
+
+fn finished(out: Output) -> Run {
     let run = Run {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -23,6 +34,17 @@ fn jobq(url: &str, args: &[&str]) -> Run {
     };
     assert!(!run.stderr.contains("panicked"), "no panic: {}", run.stderr);
     run
+}
+
+fn jobq(url: &str, args: &[&str]) -> Run {
+    finished(
+        binary()
+            .arg("--database-url")
+            .arg(url)
+            .args(args)
+            .output()
+            .expect("the binary runs"),
+    )
 }
 
 fn ok(url: &str, args: &[&str]) -> String {
@@ -141,6 +163,7 @@ fn bad_input_gets_one_line_a_non_zero_exit_and_writes_nothing() {
     let db = jobq_tempdb::database();
     let url = db.url();
     let long_queue = "q".repeat(jobq_core::limits::MAX_NAME_BYTES + 1);
+    let six_kb = "n".repeat(6 * 1024);
     let too_deep = format!(
         "{}1{}",
         "[".repeat(jobq_core::limits::MAX_ARGS_DEPTH + 1),
@@ -166,6 +189,31 @@ fn bad_input_gets_one_line_a_non_zero_exit_and_writes_nothing() {
             2,
             "MAX_NAME_BYTES",
         ),
+        (&["defer", &six_kb, "{}"], 2, "task is 6144 bytes long"),
+        (
+            &["defer", "t", "{}", "--queue", &six_kb],
+            2,
+            "queue is 6144 bytes",
+        ),
+        (
+            &["defer", "t", "{}", "--lock", &six_kb],
+            2,
+            "lock is 6144 bytes",
+        ),
+        (
+            &["defer", "t", "{}", "--queueing-lock", &six_kb],
+            2,
+            "queueing_lock is 6144 bytes",
+        ),
+        (&["defer", "", "{}"], 2, "task is empty"),
+        (
+            &["defer", "t", "{}", "--priority", "2147483648"],
+            2,
+            "priority",
+        ),
+        (&["--timeout", "0s", "queues"], 2, "timeout"),
+        (&["--timeout", "30days", "queues"], 2, "timeout"),
+        (&["--timeout", "soon", "queues"], 2, "timeout"),
         (&["defer", "t", "{not json"], 2, "not valid JSON"),
         (&["defer", "t", "{}", "--at", "yesterday"], 2, "RFC 3339"),
         (
@@ -248,11 +296,7 @@ fn unreachable_and_malformed_urls_are_one_line_errors() {
         "{}",
         malformed.stderr
     );
-    let none = Command::new(env!("CARGO_BIN_EXE_jobq"))
-        .env_remove("DATABASE_URL")
-        .arg("queues")
-        .output()
-        .unwrap();
+    let none = binary().arg("queues").output().unwrap();
     assert_eq!(none.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&none.stderr).contains("DATABASE_URL"));
 }
@@ -275,11 +319,331 @@ fn help_is_everywhere() {
         &["defer", "--help"],
         &["schema", "apply", "--help"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_jobq"))
-            .args(args)
-            .output()
-            .unwrap();
+        let out = binary().args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    }
+}
+
+/// A loopback server that accepts TCP connections and never answers; it counts the connections made.
+struct SilentServer {
+    port: u16,
+    accepted: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl SilentServer {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let port = listener.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            // Held open, never read or written, until the test process ends.
+            let mut held = Vec::new();
+            for stream in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        });
+        SilentServer { port, accepted }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://nobody@127.0.0.1:{}/none", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Runs `command` to its end, or kills it after a minute and fails: the bound is the test's own
+/// patience, not a timing the test asserts.
+fn run_bounded(mut command: Command, what: &str) -> Run {
+    use std::process::Stdio;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child
+        .try_wait()
+        .expect("the child can be waited on")
+        .is_none()
+    {
+        if std::time::Instant::now() > patience {
+            child.kill().ok();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{what}: jobq still waited after 60 s and was killed; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    finished(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_server_that_accepts_and_never_answers_times_out() {
+    let server = SilentServer::start();
+    let mut flag = binary();
+    flag.args([
+        "--database-url",
+        &server.url(),
+        "healthcheck",
+        "--timeout",
+        "1s",
+    ]);
+    let mut env = binary();
+    env.env("JOBQ_TIMEOUT", "1s")
+        .env("JOBQ_DATABASE_URL", server.url())
+        .arg("healthcheck");
+    for (what, command) in [("--timeout 1s", flag), ("JOBQ_TIMEOUT=1s", env)] {
+        let run = run_bounded(command, what);
+        assert_eq!(run.code, 1, "{what}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("timed out") && run.stderr.contains("1s"),
+            "{what}: says it timed out, and after how long: {}",
+            run.stderr
+        );
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+    assert_eq!(server.connections(), 2, "each run reached the server");
+}
+
+#[test]
+fn a_statement_the_server_holds_stops_at_the_timeout() {
+    let db = jobq_tempdb::database();
+    let mut holder = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let mut lock = holder.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE jobq.jobs IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut command = binary();
+    command.args(["--database-url", db.url(), "--timeout", "1s", "queues"]);
+    let run = run_bounded(command, "queues behind a table lock");
+    lock.rollback().unwrap();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("statement timeout") && run.stderr.contains("57014"),
+        "the server's own timeout message: {}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("--timeout"), "{}", run.stderr);
+    assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    ok(db.url(), &["queues"]);
+}
+
+#[test]
+fn bad_values_are_refused_before_anything_is_sent() {
+    let server = SilentServer::start();
+    let url = server.url();
+    let long = "x".repeat(6 * 1024);
+    let cases: &[&[&str]] = &[
+        &["defer", "t", r#"{"a": "x\u0000y"}"#],
+        &["defer", "t", r#"[{"k\u0000": 1}]"#],
+        &["defer", "t", "{}", "--at", "0000-01-01T00:00:00Z"],
+        &["defer", "t", "{}", "--at", "+10000-01-01T00:00:00Z"],
+        &["defer", "t", "{}", "--lock", &long],
+        &["defer", "t", "{}", "--queueing-lock", &long],
+        &["defer", "t", "{}", "--queue", &long],
+        &["defer", &long, "{}"],
+        &["defer", "t", "{}", "--priority", "-2147483649"],
+    ];
+    for args in cases {
+        let run = jobq(&url, args);
+        assert_eq!(run.code, 2, "jobq {:.80?}: {}", args, run.stderr);
+        assert!(!run.stderr.contains("timed out"), "{}", run.stderr);
+    }
+    assert_eq!(server.connections(), 0, "no connection was even opened");
+}
+
+#[test]
+fn connection_errors_carry_the_servers_message() {
+    let server = jobq_tempdb::server().expect("the throwaway PostgreSQL server starts");
+    let missing = jobq(&server.url("jobq_no_such_database"), &["queues"]);
+    assert_eq!(missing.code, 1, "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains(r#"database "jobq_no_such_database" does not exist"#),
+        "the server's message: {}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains("cannot connect"),
+        "{}",
+        missing.stderr
+    );
+    // The user part of postgres://user[:password]@host:port, replaced.
+    let base = server.base_url();
+    let (scheme, rest) = base.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let role = format!("{scheme}://jobq_no_such_role@{host}/postgres");
+    let unknown = jobq(&role, &["healthcheck"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("FATAL") && unknown.stderr.contains("\"jobq_no_such_role\""),
+        "the server's message, naming the role: {}",
+        unknown.stderr
+    );
+    for run in [&missing, &unknown] {
+        assert!(!run.stderr.trim().ends_with("db error"), "{}", run.stderr);
+        assert_eq!(run.stderr.trim().lines().count(), 1, "{}", run.stderr);
+    }
+}
+
+#[test]
+fn the_database_url_and_schema_come_from_the_environment() {
+    let db = jobq_tempdb::empty_database();
+    let url = db.url();
+    let nowhere = "postgres://nobody@127.0.0.1:1/none";
+    let with_env = |vars: &[(&str, &str)], args: &[&str]| {
+        let mut command = binary();
+        command.envs(vars.iter().copied()).args(args);
+        finished(command.output().unwrap())
+    };
+    let applied = with_env(
+        &[("JOBQ_DATABASE_URL", url), ("JOBQ_SCHEMA", "jobq_env")],
+        &["schema", "apply"],
+    );
+    assert_eq!(applied.code, 0, "{}", applied.stderr);
+    assert!(applied.stdout.contains("jobq_env"), "{}", applied.stdout);
+    let id = with_env(
+        &[("JOBQ_DATABASE_URL", url), ("JOBQ_SCHEMA", "jobq_env")],
+        &["defer", "t", "{}"],
+    );
+    assert_eq!(id.code, 0, "{}", id.stderr);
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let in_env_schema: i64 = client
+        .query_one("SELECT count(*) FROM jobq_env.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(in_env_schema, 1, "JOBQ_SCHEMA chose the schema");
+    // JOBQ_DATABASE_URL comes before DATABASE_URL, which is the fallback; --database-url before both.
+    type Variables<'a> = &'a [(&'a str, &'a str)];
+    let orders: [(Variables, &[&str]); 3] = [
+        (
+            &[("JOBQ_DATABASE_URL", url), ("DATABASE_URL", nowhere)],
+            &[],
+        ),
+        (&[("DATABASE_URL", url)], &[]),
+        (
+            &[("JOBQ_DATABASE_URL", nowhere), ("DATABASE_URL", nowhere)],
+            &["--database-url", url],
+        ),
+    ];
+    for (vars, flags) in orders {
+        let mut vars = vars.to_vec();
+        vars.push(("JOBQ_SCHEMA", "jobq_env"));
+        let args: Vec<&str> = flags.iter().copied().chain(["schema", "status"]).collect();
+        let run = with_env(&vars, &args);
+        assert_eq!(run.code, 0, "{vars:?} {flags:?}: {}", run.stderr);
+        assert!(run.stdout.contains("up to date"), "{}", run.stdout);
+    }
+    let flag_first = with_env(
+        &[("JOBQ_DATABASE_URL", url), ("JOBQ_SCHEMA", "jobq_env")],
+        &["--schema", "jobq", "schema", "status"],
+    );
+    assert!(
+        flag_first.stdout.contains("schema jobq: applied none"),
+        "--schema comes before JOBQ_SCHEMA: {}",
+        flag_first.stdout
+    );
+    let bad = with_env(
+        &[("JOBQ_DATABASE_URL", url), ("JOBQ_SCHEMA", "Bad-Name")],
+        &["queues"],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let bad = with_env(
+        &[("JOBQ_DATABASE_URL", url), ("JOBQ_TIMEOUT", "never")],
+        &["queues"],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
+
+/// The box-drawing characters (U+2500 to U+257F) comfy-table draws with.
+fn has_box_characters(text: &str) -> bool {
+    text.chars().any(|c| ('\u{2500}'..='\u{257F}').contains(&c))
+}
+
+#[test]
+fn output_through_a_pipe_is_plain_text_with_zoned_times() {
+    let db = jobq_tempdb::database();
+    let url = db.url();
+    let id = ok(url, &["defer", "t", r#"{"a": 1}"#, "--lock", "l"]);
+    let id = id.trim();
+    let listed = ok(url, &["jobs", "list"]);
+    let shown = ok(url, &["jobs", "show", id]);
+    for (what, text) in [
+        ("jobs list", &listed),
+        ("jobs show", &shown),
+        ("queues", &ok(url, &["queues"])),
+        ("workers", &ok(url, &["workers"])),
+    ] {
+        assert!(!has_box_characters(text), "{what} through a pipe: {text}");
+        assert!(text.lines().next().is_some(), "{what} has a header");
+    }
+    let mut lines = listed.lines().map(|l| l.split('\t').collect::<Vec<_>>());
+    let header = lines.next().unwrap();
+    let row = lines.next().unwrap();
+    assert_eq!(header.len(), row.len(), "{listed}");
+    let scheduled = header.iter().position(|h| *h == "scheduled").unwrap();
+    assert!(
+        row[scheduled].ends_with('Z')
+            && chrono::DateTime::parse_from_rfc3339(row[scheduled]).is_ok(),
+        "a time with its zone: {listed}"
+    );
+    let created = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("created at\t"))
+        .unwrap_or_else(|| panic!("a created-at field: {shown}"));
+    assert!(
+        created.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(created).is_ok(),
+        "{shown}"
+    );
+}
+
+#[test]
+fn help_names_only_commands_that_exist() {
+    let help = finished(binary().arg("--help").output().unwrap());
+    assert_eq!(help.code, 0);
+    let commands: Vec<&str> = help
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let expected = [
+        "schema",
+        "defer",
+        "jobs",
+        "queues",
+        "workers",
+        "prune",
+        "healthcheck",
+        "help",
+    ];
+    assert_eq!(commands, expected, "{}", help.stdout);
+    assert!(!help.stdout.contains("demo"), "{}", help.stdout);
+    for command in &expected[..expected.len() - 1] {
+        let run = finished(binary().args([*command, "--help"]).output().unwrap());
+        assert_eq!(run.code, 0, "jobq {command} --help: {}", run.stderr);
+        assert!(!run.stdout.contains("demo"), "{}", run.stdout);
+    }
+    for needle in [
+        "JOBQ_DATABASE_URL",
+        "JOBQ_SCHEMA",
+        "JOBQ_TIMEOUT",
+        "--timeout",
+    ] {
+        assert!(
+            help.stdout.contains(needle),
+            "--help names {needle}: {}",
+            help.stdout
+        );
     }
 }
