@@ -5,7 +5,7 @@
 //!
 //! | wait | bound |
 //! | --- | --- |
-//! | the TCP (or Unix socket) connect | tokio-postgres' `connect_timeout`, `--timeout` unless the URL sets one; it covers only the socket, per address |
+//! | the TCP (or Unix socket) connect | tokio-postgres' `connect_timeout` (the URL's, else jobq's 10 s network bound); it covers only the socket, per address |
 //! | the startup handshake (TLS, authentication, the server's parameters) | nothing in tokio-postgres: `tokio::time::timeout` of `--timeout` around the whole connect |
 //! | each statement, on the server | `SET LOCAL statement_timeout` to `--timeout`, in the command's own transaction |
 //! | each command, on the client (a server that stops answering) | `tokio::time::timeout` of `--timeout` + [`GRACE`] around it, so the server's own message usually arrives first |
@@ -61,48 +61,34 @@ pub(crate) fn database_url(flag: Option<String>) -> Result<String, Failure> {
         })
 }
 
-/// The connection settings of `url`: its own, with a connect timeout of `timeout` and jobq's
-/// [network bounds](jobq_core::network) wherever the URL sets none. Nothing is sent.
-pub(crate) fn config(url: &str, timeout: Duration) -> Result<tokio_postgres::Config, Failure> {
-    use jobq_core::network;
-    let mut config: tokio_postgres::Config =
-        url.parse().map_err(|e: tokio_postgres::Error| Failure {
-            code: failure::BAD_INPUT,
-            ..failure::database("invalid database URL", &e)
-        })?;
-    // Twin of `bounded` in crates/jobq-tokio-postgres/src/pool.rs (private there), but for the connect
-    // timeout, which is `--timeout` here: change both.
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(timeout);
-    }
-    if config.get_tcp_user_timeout().is_none() {
-        config.tcp_user_timeout(network::TCP_USER_TIMEOUT);
-    }
-    // tokio-postgres keeps keepalives on, and idle for two hours unless told otherwise.
-    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
-        config.keepalives_idle(network::KEEPALIVE_IDLE);
-    }
-    if config.get_keepalives_interval().is_none() {
-        config.keepalives_interval(network::KEEPALIVE_INTERVAL);
-    }
-    if config.get_keepalives_retries().is_none() {
-        config.keepalives_retries(network::KEEPALIVE_RETRIES);
-    }
-    Ok(config)
+/// Checks `url` without sending anything: its TLS settings (`sslmode`, `sslrootcert`, read by
+/// [`jobq_core::tls`]) and the rest as tokio-postgres parses it. A bad URL is bad input (exit 2).
+pub(crate) fn check_url(url: &str) -> Result<(), Failure> {
+    let invalid = |e: &(dyn std::error::Error + 'static)| Failure {
+        code: failure::BAD_INPUT,
+        ..failure::database("invalid database URL", e)
+    };
+    let (_policy, driver_url) =
+        jobq_core::tls::TlsPolicy::from_url(url).map_err(|e| invalid(&e))?;
+    driver_url
+        .parse::<tokio_postgres::Config>()
+        .map_err(|e| invalid(&e))?;
+    Ok(())
 }
 
 /// The database a command runs on, connected when the command first needs it (after its input was checked).
 pub(crate) struct Database {
-    config: tokio_postgres::Config,
+    url: String,
     timeout: Duration,
     session: Option<Session>,
 }
 
 impl Database {
-    /// The database `config` points to; nothing is sent until [`session`](Self::session).
-    pub(crate) fn new(config: tokio_postgres::Config, timeout: Duration) -> Self {
+    /// The database `url` names (checked by [`check_url`]); nothing is sent until
+    /// [`session`](Self::session).
+    pub(crate) fn new(url: String, timeout: Duration) -> Self {
         Self {
-            config,
+            url,
             timeout,
             session: None,
         }
@@ -112,7 +98,7 @@ impl Database {
     pub(crate) async fn session(&mut self) -> Result<&mut Session, Failure> {
         let session = match self.session.take() {
             Some(session) => session,
-            None => connect(&self.config, self.timeout).await?,
+            None => connect(&self.url, self.timeout).await?,
         };
         Ok(self.session.insert(session))
     }
@@ -124,21 +110,18 @@ pub(crate) struct Session {
     timeout: Duration,
 }
 
-/// Opens the connection: socket, startup handshake and all, within `timeout`.
-pub(crate) async fn connect(
-    config: &tokio_postgres::Config,
-    timeout: Duration,
-) -> Result<Session, Failure> {
-    // TLS: NoTls, the one place the connector is chosen; a URL asking for TLS (`sslmode=require`) fails
-    // here with the reason. Use jobq-tokio-postgres' connector that follows the URL's sslmode once it has one.
-    let connecting = config.connect(tokio_postgres::NoTls);
-    match tokio::time::timeout(timeout, connecting).await {
+/// Opens the connection: socket, TLS, startup handshake and all, within `timeout`, as jobq opens its own
+/// connections: with the URL's TLS policy and jobq's [network bounds](jobq_core::network) (keepalives, TCP
+/// user timeout, a connect timeout) wherever the URL sets none.
+pub(crate) async fn connect(url: &str, timeout: Duration) -> Result<Session, Failure> {
+    // TLS: the URL's sslmode and sslrootcert (rustls), chosen by jobq-tokio-postgres.
+    match tokio::time::timeout(timeout, jobq_tokio_postgres::connect(url)).await {
         Ok(Ok((client, connection))) => {
             // The connection's own error reaches the client's next call; nothing to report here.
             tokio::spawn(connection);
             Ok(Session { client, timeout })
         }
-        Ok(Err(e)) => Err(failure::database("cannot connect to the database", &e)),
+        Ok(Err(e)) => Err(connect_failure(&e)),
         Err(_elapsed) => Err(Failure {
             code: failure::DATABASE,
             message: format!(
@@ -148,6 +131,24 @@ pub(crate) async fn connect(
             ),
         }),
     }
+}
+
+/// What a failed connect says. The driver's error (the connector error's source) is printed with its
+/// own sources, so the server's words come out whole (`FATAL: role "x" does not exist`); TLS settings
+/// that cannot be followed (a root certificate that cannot be read) are bad input, found before anything
+/// was sent.
+fn connect_failure(e: &jobq_core::ConnectorError) -> Failure {
+    let Some(source) = e.source.as_deref() else {
+        return failure::database("cannot connect to the database", e);
+    };
+    let source: &(dyn std::error::Error + 'static) = source;
+    if source.is::<jobq_core::tls::TlsError>() {
+        return Failure {
+            code: failure::BAD_INPUT,
+            ..failure::database("cannot use the database URL's TLS settings", source)
+        };
+    }
+    failure::database("cannot connect to the database", source)
 }
 
 impl Session {

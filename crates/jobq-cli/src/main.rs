@@ -193,7 +193,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         return Ok(());
     }
     let url = connect::database_url(cli.database_url)?;
-    let mut db = connect::Database::new(connect::config(&url, cli.timeout)?, cli.timeout);
+    connect::check_url(&url)?;
+    let mut db = connect::Database::new(url, cli.timeout);
     match cli.command {
         Command::Schema(SchemaCommand::Apply) => {
             db.session().await?.run(jobq.migrate()).await?;

@@ -456,6 +456,19 @@ fn bad_values_are_refused_before_anything_is_sent() {
         assert_eq!(run.code, 2, "jobq {:.80?}: {}", args, run.stderr);
         assert!(!run.stderr.contains("timed out"), "{}", run.stderr);
     }
+    let tls_settings = [
+        ("sslmode=bogus", "sslmode=bogus"),
+        (
+            "sslmode=verify-full&sslrootcert=/nonexistent/jobq-ca.pem",
+            "/nonexistent/jobq-ca.pem",
+        ),
+        ("sslmode=require&sslrootcert=system", "sslrootcert=system"),
+    ];
+    for (query, says) in tls_settings {
+        let run = jobq(&format!("{url}?{query}"), &["healthcheck"]);
+        assert_eq!(run.code, 2, "{query}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{query}: {}", run.stderr);
+    }
     assert_eq!(server.connections(), 0, "no connection was even opened");
 }
 
