@@ -660,3 +660,44 @@ fn help_names_only_commands_that_exist() {
         );
     }
 }
+
+/// On a terminal, tables have box borders and their times say `UTC`. The terminal is a pseudo-terminal
+/// from util-linux's `script`; without it the test says so, and fails under `CI=true`.
+#[test]
+fn a_terminal_gets_box_tables_with_zoned_times() {
+    let available = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        eprintln!(
+            "a_terminal_gets_box_tables_with_zoned_times: NOT RUN: util-linux `script` (which gives the \
+             binary a terminal) is not installed"
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`script` is needed under CI"
+        );
+        return;
+    }
+    let db = jobq_tempdb::database();
+    ok(db.url(), &["defer", "t", "{}"]);
+    let inner = format!(
+        "{} --database-url '{}' jobs list",
+        env!("CARGO_BIN_EXE_jobq"),
+        db.url()
+    );
+    let mut command = Command::new("script");
+    for name in JOBQ_VARIABLES {
+        command.env_remove(name);
+    }
+    let run = finished(
+        command
+            .args(["--quiet", "--return", "--command", &inner, "/dev/null"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    assert!(has_box_characters(&run.stdout), "{}", run.stdout);
+    assert!(run.stdout.contains(" UTC"), "{}", run.stdout);
+}
