@@ -7,11 +7,11 @@
 //! | --- | --- |
 //! | the TCP (or Unix socket) connect | tokio-postgres' `connect_timeout` (the URL's, else jobq's 10 s network bound); it covers only the socket, per address |
 //! | the startup handshake (TLS, authentication, the server's parameters) | nothing in tokio-postgres: `tokio::time::timeout` of `--timeout` around the whole connect |
-//! | each statement, on the server | `SET LOCAL statement_timeout` to `--timeout`, in the command's own transaction |
+//! | each statement, on the server | `statement_timeout` = `--timeout`, set local to the command's own transaction (`set_config(…, true)`, as `SET LOCAL`) |
 //! | each command, on the client (a server that stops answering) | `tokio::time::timeout` of `--timeout` + [`GRACE`] around it, so the server's own message usually arrives first |
 //! | a network gone silent | jobq's [network bounds](jobq_core::network): TCP keepalives and TCP user timeout |
 //!
-//! `statement_timeout` is set with `SET LOCAL` inside a transaction, not for the session, so that through
+//! `statement_timeout` is set for the transaction only, not for the session, so that through
 //! PgBouncer in transaction pooling it cannot stay behind on a server connection another client gets next.
 
 use crate::failure::{self, Failure, bad_input};
