@@ -785,7 +785,7 @@ async fn diesel_worker_polls_through_pgbouncer() {
             .transaction_pooling();
     polling_worker_drains(
         &setup,
-        jobq_diesel::backend(pool.clone()),
+        pool.clone(),
         DieselPool(pool),
         false,
     )

@@ -51,7 +51,7 @@ fn main() -> Result<(), BoxError> {
     let pool = jobq_diesel::pool(db.url(), 4)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let worker = Worker::builder(jobq.clone(), jobq_diesel::backend(pool))
+        let worker = Worker::builder(jobq.clone(), jobq_diesel::PoolExecutor::new(pool))
             .poll_interval(Duration::from_millis(100))
             .task(|order: ProcessOrder, _ctx: JobContext| async move {
                 println!("processing order {}", order.order_id);

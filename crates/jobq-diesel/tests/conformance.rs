@@ -94,10 +94,10 @@ impl jobq_testkit::PooledConnection for DieselPool {
 }
 
 impl jobq_testkit::WorkerHarness for DieselHarness {
-    type Backend = jobq_core::worker::SpawnBlocking<PoolExecutor>;
+    type Backend = PoolExecutor;
     const LISTENS: bool = false;
     async fn backend(url: &str) -> Self::Backend {
-        jobq_diesel::backend(jobq_diesel::pool(url, 4).unwrap())
+        PoolExecutor::connect(url, 4).unwrap()
     }
 }
 

@@ -144,19 +144,13 @@ where
 
 /// The one place a [`sqlx::Error`] becomes a [`ConnectorError`].
 pub(crate) fn connector_error(e: sqlx::Error) -> ConnectorError {
-    if let sqlx::Error::Database(db) = &e {
-        if let Some(code) = db.code() {
-            let code = code.into_owned();
-            let constraint = db.constraint().map(str::to_owned);
-            let message = db.message().to_owned();
-            return ConnectorError::from_server(
-                CONNECTOR,
-                &code,
-                constraint.as_deref(),
-                message,
-                e,
-            );
-        }
+    if let sqlx::Error::Database(db) = &e
+        && let Some(code) = db.code()
+    {
+        let code = code.into_owned();
+        let constraint = db.constraint().map(str::to_owned);
+        let message = db.message().to_owned();
+        return ConnectorError::from_server(CONNECTOR, &code, constraint.as_deref(), message, e);
     }
     let kind = match &e {
         sqlx::Error::PoolTimedOut => ErrorKind::PoolTimeout,

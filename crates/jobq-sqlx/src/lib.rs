@@ -83,7 +83,7 @@ mod executor;
 mod pool;
 
 pub use executor::{ConnectionExecutor, TransactionPooling};
-pub use pool::PoolExecutor;
+pub use pool::{PoolExecutor, pool};
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
 pub use jobq_core as core;

@@ -8,6 +8,28 @@ use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use tokio::sync::mpsc;
 
+/// Builds a [`PgPool`] of at most `size` connections to `url`, made when first needed, so this returns at
+/// once; an unparsable `url` or a `size` of 0 fails.
+///
+/// TLS is sqlx's own (rustls with ring, with the default `rustls` feature): it reads `sslmode` (libpq's
+/// values) and `sslrootcert` from the URL itself. sqlx has no TCP keepalive or user timeout settings;
+/// jobq's [network bounds](jobq_core::network) are therefore not applied here (a worker's statements still
+/// have their statement timeout).
+pub fn pool(url: &str, size: usize) -> Result<PgPool, ConnectorError> {
+    let size = u32::try_from(size).unwrap_or(u32::MAX);
+    if size == 0 {
+        return Err(ConnectorError::new(
+            CONNECTOR,
+            ErrorKind::Other,
+            "a pool needs at least one connection",
+        ));
+    }
+    PgPoolOptions::new()
+        .max_connections(size)
+        .connect_lazy(url)
+        .map_err(connector_error)
+}
+
 /// A [`PgPool`] as an owned, cloneable executor: each statement takes a connection from the pool and
 /// returns it right after. This is what `run(&pool)` uses, and what a worker runs on:
 ///
@@ -47,14 +69,10 @@ impl PoolExecutor {
         }
     }
 
-    /// A pool of at most `size` connections to `url`, made when first needed (so this succeeds without a
-    /// server; an unparsable `url` fails).
-    pub fn connect(url: &str, size: u32) -> Result<Self, ConnectorError> {
-        let pool = PgPoolOptions::new()
-            .max_connections(size)
-            .connect_lazy(url)
-            .map_err(connector_error)?;
-        Ok(Self::new(pool))
+    /// A pool of `size` connections to `url` (see [`pool`](crate::pool())); a worker on it LISTENs with
+    /// the pool's connect options.
+    pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
+        Ok(Self::new(pool(url, size)?))
     }
 
     /// For a pool whose connections go through PgBouncer in transaction pooling mode (without prepared

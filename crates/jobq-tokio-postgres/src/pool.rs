@@ -90,18 +90,19 @@ pub struct PoolExecutor {
 type Messages =
     Pin<Box<dyn futures_util::Stream<Item = Result<AsyncMessage, tokio_postgres::Error>> + Send>>;
 
+/// A LISTEN connection being opened.
+type Connecting<'a> = Pin<
+    Box<
+        dyn Future<Output = Result<(tokio_postgres::Client, Messages), tokio_postgres::Error>>
+            + Send
+            + 'a,
+    >,
+>;
+
 /// How to open a LISTEN connection: its settings and TLS connector, with the connector's type erased so
 /// that `PoolExecutor` has none.
 trait Listen: fmt::Debug + Send + Sync {
-    fn connect(
-        &self,
-    ) -> Pin<
-        Box<
-            dyn Future<Output = Result<(tokio_postgres::Client, Messages), tokio_postgres::Error>>
-                + Send
-                + '_,
-        >,
-    >;
+    fn connect(&self) -> Connecting<'_>;
 }
 
 struct Listener<T> {
@@ -119,15 +120,7 @@ impl<T> fmt::Debug for Listener<T> {
 }
 
 impl<T: MakeTls> Listen for Listener<T> {
-    fn connect(
-        &self,
-    ) -> Pin<
-        Box<
-            dyn Future<Output = Result<(tokio_postgres::Client, Messages), tokio_postgres::Error>>
-                + Send
-                + '_,
-        >,
-    > {
+    fn connect(&self) -> Connecting<'_> {
         let tls = self.tls.clone();
         Box::pin(async move {
             let (client, mut connection) = self.config.connect(tls).await?;

@@ -15,7 +15,30 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 /// The connector `pool`, `PoolExecutor::connect` and [`connect`] use for a URL: rustls with the URL's
 /// `sslmode` and `sslrootcert` (feature `rustls`, on by default), or `NoTls` without that feature.
 #[cfg(feature = "rustls")]
-pub type DefaultTls = tokio_postgres_rustls::MakeRustlsConnect;
+#[derive(Clone)]
+pub struct DefaultTls(tokio_postgres_rustls::MakeRustlsConnect);
+
+#[cfg(feature = "rustls")]
+impl std::fmt::Debug for DefaultTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DefaultTls(rustls)")
+    }
+}
+
+#[cfg(feature = "rustls")]
+impl<S> MakeTlsConnect<S> for DefaultTls
+where
+    tokio_postgres_rustls::MakeRustlsConnect: MakeTlsConnect<S>,
+{
+    type Stream = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<S>>::Stream;
+    type TlsConnect = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<S>>::TlsConnect;
+    type Error = <tokio_postgres_rustls::MakeRustlsConnect as MakeTlsConnect<S>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        self.0.make_tls_connect(domain)
+    }
+}
+
 /// The connector `pool`, `PoolExecutor::connect` and [`connect`] use for a URL: rustls with the URL's
 /// `sslmode` and `sslrootcert` (feature `rustls`, on by default), or `NoTls` without that feature.
 #[cfg(not(feature = "rustls"))]
@@ -55,11 +78,11 @@ pub(crate) fn from_url(url: &str) -> Result<(tokio_postgres::Config, DefaultTls)
     let (policy, url) = policy(url)?;
     let config = bounded(&url)?;
     #[cfg(feature = "rustls")]
-    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(
+    let tls = DefaultTls(tokio_postgres_rustls::MakeRustlsConnect::new(
         policy
             .client_config()
             .map_err(|e| e.into_connector_error(CONNECTOR))?,
-    );
+    ));
     #[cfg(not(feature = "rustls"))]
     let tls = {
         if policy.mode().requires_tls() {

@@ -35,7 +35,7 @@ impl Driver for Diesel {
     fn connect(url: &str) -> Result<Self, BoxError> {
         Ok(Self {
             conn: PgConnection::establish(url)?,
-            pool: jobq_diesel::pool(url, POOL as u32)?,
+            pool: jobq_diesel::pool(url, POOL)?,
         })
     }
 

@@ -22,7 +22,7 @@ impl Driver for Sqlx {
         let rt = runtime()?;
         let (conn, pool) = rt.block_on(async {
             let conn = PgConnection::connect(url).await?;
-            let pool = PoolExecutor::connect(url, POOL as u32)?;
+            let pool = PoolExecutor::connect(url, POOL)?;
             Ok::<_, BoxError>((conn, pool))
         })?;
         Ok(Self { rt, conn, pool })
