@@ -347,6 +347,7 @@ impl Jobq {
     }
 
     /// The statements, for the worker.
+    #[cfg(feature = "worker")]
     pub(crate) fn statements(&self) -> &Statements {
         &self.sql
     }

@@ -66,6 +66,7 @@ pub(crate) fn after(delay: std::time::Duration) -> DateTime<Utc> {
 
 /// `text` with every NUL character replaced by U+FFFD: for text the worker stores on its own behalf (a
 /// handler's error message), which PostgreSQL's `text` and `jsonb` refuse when it holds a NUL.
+#[cfg(feature = "worker")]
 pub(crate) fn storable_text(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
         Cow::Owned(text.replace('\0', "\u{FFFD}"))

@@ -38,6 +38,7 @@ const GRANTS: &str = include_str!("../sql/grants.sql");
 
 /// Every statement jobq runs, rendered for one schema.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "worker"), allow(dead_code))] // the worker's statements
 pub(crate) struct Statements {
     pub(crate) schema: Arc<str>,
     pub(crate) channel: String,

@@ -1,9 +1,10 @@
 //! Running one job: its handler, its abort, and the end it reports.
 
 use super::Backend;
+use super::JobError;
 use super::complete::{Completion, End};
 use super::shared::{Running, Shared};
-use super::task::{JobContext, JobError};
+use super::task::JobContext;
 use crate::Job;
 use futures_util::FutureExt;
 use std::collections::VecDeque;

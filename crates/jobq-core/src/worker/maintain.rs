@@ -3,8 +3,8 @@
 //! stalled workers and prune.
 
 use super::Backend;
+use super::JobError;
 use super::shared::Shared;
-use super::task::JobError;
 use crate::Error;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -1,8 +1,9 @@
 //! What the worker's loops share: the settings, the backend, and the worker's own record of the jobs it
 //! holds, which the heartbeat keeps in agreement with the server's.
 
+use super::JobError;
 use super::complete::Completion;
-use super::task::{JobError, Registered};
+use super::task::Registered;
 use super::{Backend, Config};
 use crate::{ConnectorError, Error, ErrorKind, Job, JobId, Jobq, Query};
 use std::collections::{HashMap, HashSet};
