@@ -22,7 +22,7 @@
 mod pgbouncer;
 mod tls;
 
-pub use pgbouncer::{POOL_SIZE, PgBouncer, pgbouncer, pgbouncer_or_skip, pgbouncer_url};
+pub use pgbouncer::{POOL_SIZE, PgBouncer, pgbouncer, pgbouncer_for_test, pgbouncer_url};
 pub use tls::{TlsServer, tls_server};
 
 use std::io::Write;

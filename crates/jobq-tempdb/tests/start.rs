@@ -35,37 +35,6 @@ fn empty_databases_have_no_schema() {
 }
 
 #[test]
-fn pgbouncer_fronts_a_test_database() {
-    let db = jobq_tempdb::database();
-    let Some(url) = jobq_tempdb::pgbouncer_or_skip(&db, "pgbouncer_fronts_a_test_database") else {
-        return;
-    };
-    assert_ne!(url, db.url());
-    let mut direct = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
-    direct.batch_execute("CREATE TABLE seen (x int)").unwrap();
-    // The simple query protocol: no prepared statement is involved.
-    let mut bounced = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    bounced
-        .batch_execute("INSERT INTO seen VALUES (1), (2)")
-        .unwrap();
-    let rows = bounced
-        .simple_query("SELECT current_database(), count(*) FROM seen")
-        .unwrap();
-    let row = rows
-        .iter()
-        .find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(r) => Some(r),
-            _ => None,
-        })
-        .unwrap();
-    assert_eq!(
-        (row.get(0), row.get(1)),
-        (Some(db.name()), Some("2")),
-        "through PgBouncer, the same database"
-    );
-}
-
-#[test]
 fn a_crashed_server_starts_again_with_its_committed_data() {
     let server = jobq_tempdb::Server::start_private().unwrap();
     let db = server.database(false).unwrap();
