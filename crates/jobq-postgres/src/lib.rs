@@ -61,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod error;
 mod executor;
 mod pool;
 mod tls;

@@ -1,6 +1,6 @@
 //! The pooled path: an r2d2 pool as an owned executor, which is also the worker's backend.
 
-use crate::executor::connector_error;
+use crate::error::connector_error;
 use crate::tls::{self, DefaultTls, MakeTls};
 use crate::{CONNECTOR, SyncPostgres};
 use jobq_core::worker::{Backend, Notification, SpawnBlocking};
@@ -44,6 +44,15 @@ pub fn pool_with_tls<T: MakeTls>(
     tls: T,
 ) -> Result<Pool<T>, ConnectorError> {
     build(tls::for_own_connector(url)?, size, tls)
+}
+
+/// A pool of `size` connections with `config` and `tls`, and LISTEN connections made the same way.
+fn with_listen<T: MakeTls>(
+    config: postgres::Config,
+    size: usize,
+    tls: T,
+) -> Result<PoolExecutor<PostgresConnectionManager<T>>, ConnectorError> {
+    Ok(PoolExecutor::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
 }
 
 fn build<T: MakeTls>(
@@ -180,7 +189,7 @@ impl PoolExecutor {
     /// both with the URL's TLS policy.
     pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
         let (config, tls) = tls::from_url(url)?;
-        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
+        with_listen(config, size, tls)
     }
 }
 
@@ -188,8 +197,7 @@ impl<T: MakeTls> PoolExecutor<PostgresConnectionManager<T>> {
     /// [`connect`](PoolExecutor::connect) with a TLS connector of your own, for the pool and the LISTEN
     /// connection alike (see [`pool_with_tls`]).
     pub fn connect_with_tls(url: &str, size: usize, tls: T) -> Result<Self, ConnectorError> {
-        let config = tls::for_own_connector(url)?;
-        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
+        with_listen(tls::for_own_connector(url)?, size, tls)
     }
 }
 

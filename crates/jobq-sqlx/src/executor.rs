@@ -1,7 +1,8 @@
 //! The executor over a borrowed connection, the conversions users rely on, and error mapping.
 
+use crate::error::connector_error;
 use crate::{CONNECTOR, Sqlx};
-use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
+use jobq_core::{AsyncExecutor, ConnectorError, IntoAsyncExecutor};
 use sqlx::database::HasStatementCache;
 use sqlx::pool::PoolConnection;
 use sqlx::{
@@ -140,35 +141,6 @@ where
                 .map_err(|e| ConnectorError::unexpected_row(CONNECTOR, e))
         })
         .collect()
-}
-
-/// The one place a [`sqlx::Error`] becomes a [`ConnectorError`].
-pub(crate) fn connector_error(e: sqlx::Error) -> ConnectorError {
-    if let sqlx::Error::Database(db) = &e
-        && let Some(code) = db.code()
-    {
-        let code = code.into_owned();
-        let constraint = db.constraint().map(str::to_owned);
-        let message = db.message().to_owned();
-        return ConnectorError::from_server(CONNECTOR, &code, constraint.as_deref(), message, e);
-    }
-    let kind = match &e {
-        sqlx::Error::PoolTimedOut => ErrorKind::PoolTimeout,
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => ErrorKind::Connection,
-        sqlx::Error::Protocol(_)
-        | sqlx::Error::RowNotFound
-        | sqlx::Error::TypeNotFound { .. }
-        | sqlx::Error::ColumnIndexOutOfBounds { .. }
-        | sqlx::Error::ColumnNotFound(_)
-        | sqlx::Error::ColumnDecode { .. }
-        | sqlx::Error::Decode(_)
-        | sqlx::Error::AnyDriverError(_) => ErrorKind::Protocol,
-        _ => ErrorKind::Other,
-    };
-    ConnectorError::new(CONNECTOR, kind, e.to_string()).with_source(e)
 }
 
 /// Runs on the connection, inside its open transaction if any. This is what `&mut *tx` (a

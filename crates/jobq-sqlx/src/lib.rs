@@ -79,6 +79,7 @@
 
 #![forbid(unsafe_code)]
 
+mod error;
 mod executor;
 mod pool;
 

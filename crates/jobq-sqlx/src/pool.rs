@@ -1,6 +1,7 @@
 //! The pooled path: a [`PgPool`] as an owned executor, which is also the worker's backend.
 
-use crate::executor::{connector_error, fetch};
+use crate::error::connector_error;
+use crate::executor::fetch;
 use crate::{CONNECTOR, Sqlx};
 use jobq_core::worker::{Backend, Notification};
 use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};

@@ -66,6 +66,7 @@
 #![forbid(unsafe_code)]
 
 mod cache;
+mod error;
 mod executor;
 mod pool;
 mod tls;

@@ -1,6 +1,6 @@
 //! The pooled path: a deadpool pool as an owned executor, which is also the worker's backend.
 
-use crate::executor::connector_error;
+use crate::error::connector_error;
 use crate::tls::{self, MakeTls};
 use crate::{CONNECTOR, TokioPostgres, TransactionPooling};
 use deadpool_postgres::{Manager, Pool, PoolError, Runtime, TimeoutType};
@@ -38,6 +38,15 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, ConnectorError> {
 /// ```
 pub fn pool_with_tls<T: MakeTls>(url: &str, size: usize, tls: T) -> Result<Pool, ConnectorError> {
     build(tls::for_own_connector(url)?, size, tls)
+}
+
+/// A pool of `size` connections with `config` and `tls`, and LISTEN connections made the same way.
+fn with_listen<T: MakeTls>(
+    config: tokio_postgres::Config,
+    size: usize,
+    tls: T,
+) -> Result<PoolExecutor, ConnectorError> {
+    Ok(PoolExecutor::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
 }
 
 fn build<T: MakeTls>(
@@ -144,7 +153,7 @@ impl PoolExecutor {
     /// both with the URL's TLS policy.
     pub fn connect(url: &str, size: usize) -> Result<Self, ConnectorError> {
         let (config, tls) = tls::from_url(url)?;
-        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
+        with_listen(config, size, tls)
     }
 
     /// [`connect`](Self::connect) with a TLS connector of your own, for the pool and the LISTEN connection
@@ -154,8 +163,7 @@ impl PoolExecutor {
         size: usize,
         tls: T,
     ) -> Result<Self, ConnectorError> {
-        let config = tls::for_own_connector(url)?;
-        Ok(Self::new(build(config.clone(), size, tls.clone())?).listen_with_tls(config, tls))
+        with_listen(tls::for_own_connector(url)?, size, tls)
     }
 
     /// Opens LISTEN connections without TLS with `config`, so an idle worker wakes at once.

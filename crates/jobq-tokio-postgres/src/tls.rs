@@ -3,7 +3,7 @@
 //! `Config` is another type: change both.)
 
 use crate::CONNECTOR;
-use crate::executor::connector_error;
+use crate::error::connector_error;
 use jobq_core::ConnectorError;
 use jobq_core::tls::TlsPolicy;
 use std::future::Future;
