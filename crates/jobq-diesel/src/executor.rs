@@ -1,8 +1,8 @@
 //! The caller's path: a `&mut PgConnection` (or pooled connection) as an executor, inside whatever
 //! transaction is open on it, and [`TransactionPooling`] for PgBouncer.
 
-use crate::error::connector_error;
 use crate::Diesel;
+use crate::error::connector_error;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::r2d2::{ConnectionManager, PooledConnection};
