@@ -144,7 +144,7 @@ impl<'a> IntoBlockingExecutor<Diesel>
 /// another client's under the same name (`prepared statement "__diesel_stmt_0" already exists`). Wrap
 /// what you would pass otherwise: the `conn` of `conn.transaction(|conn| …)`, `&mut *pooled`, any
 /// `&mut PgConnection` or `&mut PooledConnection`. For a pool use
-/// [`PoolExecutor::transaction_pooling`].
+/// [`PoolExecutor::transaction_pooling`](crate::PoolExecutor::transaction_pooling).
 ///
 /// diesel 2.2.12 sends an unnamed statement in one exchange (`PQsendQueryParams`), so this works inside a
 /// transaction and outside one. It costs a parse and plan on the server per statement, which is why it is

@@ -23,6 +23,9 @@
 //! | [`TransactionPooling`]`(conn)`, or any connection above wrapped in it | as the wrapped connection, with unnamed statements: for PgBouncer's transaction pooling (see below) |
 //! | `&Pool<ConnectionManager<PgConnection>>`, `&PoolExecutor` | a pooled connection per statement |
 //!
+//! TLS is libpq's own: `sslmode`, `sslrootcert` and the other `ssl*` parameters of the URL given to
+//! [`pool`](crate::pool()) or [`PoolExecutor::connect`] work as in `psql`.
+//!
 //! diesel is synchronous and so is this adapter: no async runtime is needed to defer. A worker runs on a
 //! [`PoolExecutor`], which moves each statement to tokio's blocking threads
 //! ([`SpawnBlocking`](jobq_core::worker::SpawnBlocking)); it polls for new jobs (diesel has no LISTEN).
@@ -54,13 +57,13 @@
 //!
 //! # Errors
 //!
-//! diesel 2.2 does not hand out the server's SQLSTATE, so [`ConnectorError::sqlstate`] is always `None`
-//! here. The [`ErrorKind`] comes from diesel's `DatabaseErrorKind` (unique, foreign key, not null and
+//! diesel 2.2 does not hand out the server's SQLSTATE, so [`ConnectorError::sqlstate`](jobq_core::ConnectorError::sqlstate) is always `None`
+//! here. The [`ErrorKind`](jobq_core::ErrorKind) comes from diesel's `DatabaseErrorKind` (unique, foreign key, not null and
 //! check violations, serialization failures, closed connections) and, for what diesel leaves as
 //! `Unknown`, from PostgreSQL's primary message: a failed transaction (`current transaction is
 //! aborted…`), a missing schema, table or function, timeouts, deadlocks and missing privileges. Those
 //! messages are PostgreSQL's English ones; with a translated `lc_messages` such errors keep their text
-//! but get [`ErrorKind::Other`].
+//! but get [`ErrorKind::Other`](jobq_core::ErrorKind::Other).
 //!
 //! Anything else is refused by the compiler:
 //!

@@ -40,7 +40,7 @@ impl PoolExecutor {
     /// sent in one exchange, so none of jobq's stays prepared on a server connection. A worker on this
     /// executor polls, as every diesel worker does.
     ///
-    /// On a connection you hold, the counterpart is [`TransactionPooling`]. Build the pool without r2d2's
+    /// On a connection you hold, the counterpart is [`TransactionPooling`](crate::TransactionPooling). Build the pool without r2d2's
     /// check on checkout (a cached named `SELECT 1`), or r2d2 reconnects over and over:
     ///
     /// ```no_run

@@ -169,7 +169,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut PoolConnection<Postgres> {
 }
 
 /// Runs on the connection when it is connected to PostgreSQL; any other backend is refused with
-/// [`ErrorKind::Unsupported`] before any SQL is sent.
+/// [`ErrorKind::Unsupported`](jobq_core::ErrorKind::Unsupported) before any SQL is sent.
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut AnyConnection {
     type Executor = ConnectionExecutor<'a, AnyConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {

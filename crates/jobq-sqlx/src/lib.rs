@@ -74,6 +74,10 @@
 //! }
 //! ```
 //!
+//! **TLS** is sqlx's own (rustls with ring, the default `rustls` feature): sqlx reads `sslmode` and
+//! `sslrootcert` from the URL given to [`pool`](crate::pool()) or [`PoolExecutor::connect`], and its LISTEN
+//! connection uses the pool's options. See `docs/operations.md` (TLS).
+//!
 //! A worker runs on a [`PoolExecutor`], which LISTENs for new jobs (not through PgBouncer: see
 //! [`PoolExecutor::listen_with`]); see [`jobq_core::worker`].
 

@@ -57,6 +57,12 @@
 //! }
 //! ```
 //!
+//! **TLS.** [`pool`](crate::pool()), [`PoolExecutor::connect`] and [`connect`] follow the URL's `sslmode` and
+//! `sslrootcert` as libpq does (rustls with ring, the default `rustls` feature; see [`jobq_core::tls`]),
+//! for the pool's connections and the worker's LISTEN connection alike; [`pool_with_tls`] and
+//! [`PoolExecutor::connect_with_tls`] take a TLS connector of your own ([`MakeTls`]). A pool you build
+//! yourself keeps the connector you gave it. See `docs/operations.md` (TLS).
+//!
 //! A worker runs on a [`PoolExecutor`], which LISTENs for new jobs; see [`jobq_core::worker`].
 //!
 //! Runnable examples, each on a throwaway PostgreSQL: `cargo run -p jobq-tokio-postgres --example` with
