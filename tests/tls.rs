@@ -283,6 +283,28 @@ async fn sslmodes_that_reach_the_server_encrypt() {
     }
 }
 
+/// `verify-ca` checks the chain only, `verify-full` the host name too: reaching the server at 127.0.0.1
+/// under a name its certificate does not carry (`hostaddr`), the first connects and the second fails,
+/// naming the mismatch.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_ca_skips_the_host_name_and_verify_full_does_not() {
+    let server = server();
+    let ca = server.ca_path().display().to_string();
+    let url = server
+        .url("postgres")
+        .replace("@localhost:", "@not-this-server.invalid:");
+    let url = |mode: &str| format!("{url}?hostaddr=127.0.0.1&sslmode={mode}&sslrootcert={ca}");
+    assert!(encrypted(&url("verify-ca")).await.unwrap());
+    let e = encrypted(&url("verify-full"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("invalid peer certificate") && e.contains("not valid for name"),
+        "{e}"
+    );
+}
+
 /// `verify-full` and `verify-ca` with a CA that did not sign the server's certificate fail the handshake,
 /// on a single connection, a pool's connection and a LISTEN connection alike, and the message says why.
 #[tokio::test(flavor = "multi_thread")]
