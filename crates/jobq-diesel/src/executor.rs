@@ -5,6 +5,7 @@ use crate::Diesel;
 use crate::error::connector_error;
 use diesel::pg::Pg;
 use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
+#[cfg(feature = "pool")]
 use diesel::r2d2::{ConnectionManager, PooledConnection};
 use diesel::sql_types::{Text, Untyped};
 use diesel::{PgConnection, QueryResult, QueryableByName, RunQueryDsl};
@@ -33,6 +34,7 @@ impl<'a> ConnectionExecutor<'a> {
     }
 
     /// Runs on `conn`, with statements cached by diesel when `cache`.
+    #[cfg(feature = "pool")]
     pub(crate) fn with_cache(conn: &'a mut PgConnection, cache: bool) -> Self {
         Self { conn, cache }
     }
@@ -126,6 +128,7 @@ impl<'a> IntoBlockingExecutor<Diesel> for &'a mut PgConnection {
     }
 }
 
+#[cfg(feature = "pool")]
 impl<'a> IntoBlockingExecutor<Diesel>
     for &'a mut PooledConnection<ConnectionManager<PgConnection>>
 {

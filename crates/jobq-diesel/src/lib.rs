@@ -86,9 +86,11 @@
 
 mod error;
 mod executor;
+#[cfg(feature = "pool")]
 mod pool;
 
 pub use executor::{ConnectionExecutor, TransactionPooling};
+#[cfg(feature = "pool")]
 pub use pool::{PgPool, PoolExecutor, pool};
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
@@ -104,6 +106,8 @@ pub enum Diesel {}
 /// What most users import: jobq's prelude, this adapter's marker, its pool executor and the PgBouncer
 /// wrapper.
 pub mod prelude {
-    pub use crate::{Diesel, PoolExecutor, TransactionPooling};
+    #[cfg(feature = "pool")]
+    pub use crate::PoolExecutor;
+    pub use crate::{Diesel, TransactionPooling};
     pub use jobq_core::prelude::*;
 }

@@ -4,6 +4,7 @@ use crate::executor::ConnectionExecutor;
 use crate::{CONNECTOR, Diesel};
 use diesel::PgConnection;
 use diesel::r2d2::{ConnectionManager, Pool, PoolError};
+#[cfg(feature = "worker")]
 use jobq_core::worker::{Backend, SpawnBlocking};
 use jobq_core::{BlockingExecutor, ConnectorError, ErrorKind, IntoBlockingExecutor};
 
@@ -123,7 +124,8 @@ pub fn pool(url: &str, size: usize) -> Result<PgPool, ConnectorError> {
 }
 
 /// As a worker backend, statements run on tokio's blocking threads ([`SpawnBlocking`]); the worker polls
-/// for new jobs, as diesel has no LISTEN.
+/// for new jobs, as diesel has no LISTEN (feature `worker`).
+#[cfg(feature = "worker")]
 impl Backend for PoolExecutor {
     type Executor = SpawnBlocking<Self>;
 

@@ -1,6 +1,7 @@
 //! The executor over a borrowed `Client` or `Transaction`, the conversions users rely on, and error mapping.
 
 use crate::error::connector_error;
+#[cfg(feature = "pool")]
 use crate::pool::Manager;
 use crate::{CONNECTOR, StatementCache, SyncPostgres};
 use jobq_core::{BlockingExecutor, ConnectorError, IntoBlockingExecutor};
@@ -99,6 +100,7 @@ impl<'a, 't> IntoBlockingExecutor<SyncPostgres> for &'a mut postgres::Transactio
 }
 
 /// Runs on this checked-out pooled connection, inside its open transaction if any.
+#[cfg(feature = "pool")]
 impl<'a, M: Manager> IntoBlockingExecutor<SyncPostgres> for &'a mut r2d2::PooledConnection<M> {
     type Executor = ConnectionExecutor<'a, postgres::Client>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {

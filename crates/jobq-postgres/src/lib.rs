@@ -69,12 +69,16 @@
 mod cache;
 mod error;
 mod executor;
+#[cfg(feature = "pool")]
 mod pool;
+#[cfg(feature = "pool")]
 mod tls;
 
 pub use cache::StatementCache;
 pub use executor::ConnectionExecutor;
+#[cfg(feature = "pool")]
 pub use pool::{Manager, Pool, PoolExecutor, pool, pool_with_tls};
+#[cfg(feature = "pool")]
 pub use tls::{DefaultTls, MakeTls};
 
 /// jobq's core: the [`Jobq`](jobq_core::Jobq) handle, job model, errors and the worker.
@@ -91,6 +95,8 @@ pub enum SyncPostgres {}
 
 /// What most users import: jobq's prelude, and this crate's pool executor.
 pub mod prelude {
-    pub use crate::{PoolExecutor, StatementCache, SyncPostgres};
+    #[cfg(feature = "pool")]
+    pub use crate::PoolExecutor;
+    pub use crate::{StatementCache, SyncPostgres};
     pub use jobq_core::prelude::*;
 }

@@ -1,16 +1,20 @@
 //! The pooled path: an r2d2 pool as an owned executor, which is also the worker's backend.
 
+#[cfg(feature = "worker")]
 use crate::error::connector_error;
 use crate::tls::{self, DefaultTls, MakeTls};
 use crate::{CONNECTOR, SyncPostgres};
+#[cfg(feature = "worker")]
 use jobq_core::worker::{Backend, Notification, SpawnBlocking};
 use jobq_core::{BlockingExecutor, ConnectorError, ErrorKind, IntoBlockingExecutor};
 use postgres::NoTls;
+#[cfg(feature = "worker")]
 use postgres::fallible_iterator::FallibleIterator;
 use r2d2::ManageConnection;
 use r2d2_postgres::PostgresConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
+#[cfg(feature = "worker")]
 use tokio::sync::{mpsc, oneshot};
 
 /// The r2d2 pool type this crate's helpers build: with [`DefaultTls`] (rustls, with the default `rustls`
@@ -101,6 +105,7 @@ pub struct PoolExecutor<M: Manager = PostgresConnectionManager<DefaultTls>> {
 }
 
 /// Opens a LISTEN connection: its settings and TLS connector, with the connector's type erased.
+#[cfg_attr(not(feature = "worker"), allow(dead_code))] // opened only by the worker
 trait Listen: Send + Sync {
     fn connect(&self) -> Result<postgres::Client, postgres::Error>;
 }
@@ -236,6 +241,8 @@ fn pool_error(e: r2d2::Error) -> ConnectorError {
     ConnectorError::new(CONNECTOR, kind, message).with_source(e)
 }
 
+/// The worker's backend (feature `worker`).
+#[cfg(feature = "worker")]
 impl<M: Manager> Backend for PoolExecutor<M> {
     type Executor = SpawnBlocking<Self>;
 
@@ -277,6 +284,7 @@ impl<M: Manager> Backend for PoolExecutor<M> {
 
 /// The LISTEN thread: connects, LISTENs, reports readiness, then forwards notifications until the
 /// connection is lost or the receiver is dropped (checked every second).
+#[cfg(feature = "worker")]
 fn listen(
     listener: &dyn Listen,
     channels: &[String],

@@ -5,9 +5,11 @@ use crate::{CONNECTOR, Sqlx};
 use jobq_core::{AsyncExecutor, ConnectorError, IntoAsyncExecutor};
 use sqlx::database::HasStatementCache;
 use sqlx::pool::PoolConnection;
+#[cfg(feature = "any")]
+use sqlx::{Any, AnyConnection};
 use sqlx::{
-    Any, AnyConnection, ColumnIndex, Database, Decode, Encode, IntoArguments, PgConnection,
-    Postgres, Row, Transaction, Type,
+    ColumnIndex, Database, Decode, Encode, IntoArguments, PgConnection, Postgres, Row, Transaction,
+    Type,
 };
 
 /// Runs jobq's statements on a connection the caller holds, inside whatever transaction is open on it.
@@ -39,6 +41,7 @@ impl AsyncExecutor for ConnectionExecutor<'_, PgConnection> {
 }
 
 /// As on a `PgConnection`.
+#[cfg(feature = "any")]
 impl AsyncExecutor for ConnectionExecutor<'_, AnyConnection> {
     async fn query(&mut self, sql: &str, arg: Option<&str>) -> Result<Vec<String>, ConnectorError> {
         fetch(&mut *self.conn, sql, arg, self.cache).await
@@ -170,6 +173,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut PoolConnection<Postgres> {
 
 /// Runs on the connection when it is connected to PostgreSQL; any other backend is refused with
 /// [`ErrorKind::Unsupported`](jobq_core::ErrorKind::Unsupported) before any SQL is sent.
+#[cfg(feature = "any")]
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut AnyConnection {
     type Executor = ConnectionExecutor<'a, AnyConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
@@ -185,6 +189,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut AnyConnection {
 }
 
 /// Runs inside the transaction when it is on PostgreSQL; see `&mut AnyConnection`.
+#[cfg(feature = "any")]
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut Transaction<'_, Any> {
     type Executor = ConnectionExecutor<'a, AnyConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
@@ -194,6 +199,7 @@ impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut Transaction<'_, Any> {
 }
 
 /// Runs on this checked-out connection when it is on PostgreSQL; see `&mut AnyConnection`.
+#[cfg(feature = "any")]
 impl<'a> IntoAsyncExecutor<Sqlx> for &'a mut PoolConnection<Any> {
     type Executor = ConnectionExecutor<'a, AnyConnection>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {

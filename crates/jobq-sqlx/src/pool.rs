@@ -3,10 +3,14 @@
 use crate::error::connector_error;
 use crate::executor::fetch;
 use crate::{CONNECTOR, Sqlx};
+#[cfg(feature = "worker")]
 use jobq_core::worker::{Backend, Notification};
 use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
 use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+#[cfg(feature = "worker")]
+use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+#[cfg(feature = "worker")]
 use tokio::sync::mpsc;
 
 /// Builds a [`PgPool`] of at most `size` connections to `url`, made when first needed, so this returns at
@@ -169,6 +173,8 @@ impl IntoAsyncExecutor<Sqlx> for &PoolExecutor {
     }
 }
 
+/// The worker's backend (feature `worker`).
+#[cfg(feature = "worker")]
 impl Backend for PoolExecutor {
     type Executor = Self;
 

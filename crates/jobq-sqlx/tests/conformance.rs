@@ -4,7 +4,8 @@
 //!   `PoolConnection<Postgres>`), the `&mut PgConnection` path users take; pooled cases on `&pool`.
 //! - `handles`: on `&mut tx` and `&mut conn` directly; pooled cases and the worker on a [`PoolExecutor`].
 //! - `any`: the same through sqlx's `Any` driver connected to PostgreSQL (`&mut *tx` of a
-//!   `Transaction<Any>`, which is `&mut AnyConnection`).
+//!   `Transaction<Any>`, which is `&mut AnyConnection`), with the crate's `any` feature
+//!   (`cargo test --all-features`).
 //!
 //! Each caller connection is a pool of exactly one connection, so the transaction from `pool.begin()` and
 //! the statements outside it run on the same server connection, as they would on one held connection.
@@ -13,8 +14,10 @@ use jobq_core::{Error, Query};
 use jobq_sqlx::PoolExecutor;
 use jobq_testkit::worker::WorkerHarness;
 use jobq_testkit::{CallerConnection, Harness, PooledConnection};
+#[cfg(feature = "any")]
+use sqlx::Any;
 use sqlx::pool::{PoolConnection, PoolOptions};
-use sqlx::{Any, Pool, Postgres, Row, Transaction};
+use sqlx::{Pool, Postgres, Row, Transaction};
 
 /// A connection of the test's own, used the way an application uses sqlx: `pool.begin()`, `tx.commit()`.
 struct Conn<DB: sqlx::Database> {
@@ -92,6 +95,7 @@ macro_rules! caller_connection {
 }
 
 caller_connection!(Postgres);
+#[cfg(feature = "any")]
 caller_connection!(Any);
 
 /// A `PgPool`, used as users do: `run(&pool)`.
@@ -164,8 +168,10 @@ impl WorkerHarness for Handles {
     }
 }
 
+#[cfg(feature = "any")]
 struct ViaAny;
 
+#[cfg(feature = "any")]
 impl Harness for ViaAny {
     const CONNECTOR: &'static str = jobq_sqlx::CONNECTOR;
     type Conn = Conn<Any>;
@@ -189,6 +195,7 @@ mod handles {
     jobq_testkit::worker_tests!(super::Handles);
 }
 
+#[cfg(feature = "any")]
 mod any {
     jobq_testkit::conformance_tests!(super::ViaAny);
 }

@@ -6,8 +6,10 @@ use jobq_core::worker::Backend;
 use jobq_core::{CancelOutcome, ErrorKind};
 use jobq_sqlx::prelude::*;
 use serde::Serialize;
+#[cfg(feature = "any")]
+use sqlx::AnyConnection;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{AnyConnection, Connection, PgConnection, Row};
+use sqlx::{Connection, PgConnection, Row};
 use std::time::Duration;
 
 #[derive(Serialize)]
@@ -33,6 +35,7 @@ async fn job_ids(observer: &mut PgConnection) -> Vec<i64> {
         .unwrap()
 }
 
+#[cfg(feature = "any")]
 #[tokio::test]
 async fn an_any_connection_to_another_backend_is_refused_before_any_sql() {
     sqlx::any::install_default_drivers();
@@ -176,21 +179,24 @@ async fn statements_are_cached_on_a_callers_connection_unless_wrapped_for_transa
     );
     assert_eq!(prepared(&mut pooled).await, 0, "statements left prepared");
 
-    sqlx::any::install_default_drivers();
-    let mut any = AnyConnection::connect(db.url()).await.unwrap();
-    assert_eq!(
-        jobq.status(id)
-            .run(TransactionPooling(&mut any))
+    #[cfg(feature = "any")]
+    {
+        sqlx::any::install_default_drivers();
+        let mut any = AnyConnection::connect(db.url()).await.unwrap();
+        assert_eq!(
+            jobq.status(id)
+                .run(TransactionPooling(&mut any))
+                .await
+                .unwrap(),
+            Status::Cancelled
+        );
+        let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
+            .persistent(false)
+            .fetch_one(&mut any)
             .await
-            .unwrap(),
-        Status::Cancelled
-    );
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_prepared_statements")
-        .persistent(false)
-        .fetch_one(&mut any)
-        .await
-        .unwrap();
-    assert_eq!(left, 0, "statements left prepared on the AnyConnection");
+            .unwrap();
+        assert_eq!(left, 0, "statements left prepared on the AnyConnection");
+    }
 }
 
 #[tokio::test]

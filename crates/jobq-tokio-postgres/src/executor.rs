@@ -27,6 +27,7 @@ enum Statements<'a> {
     /// Prepared once per connection in the caller's cache.
     Cache(&'a StatementCache),
     /// Prepared once per connection in deadpool's cache of the pooled connection.
+    #[cfg(feature = "pool")]
     Deadpool(&'a deadpool_postgres::StatementCache),
 }
 
@@ -45,6 +46,7 @@ impl<'a, C: ?Sized> ConnectionExecutor<'a, C> {
         }
     }
 
+    #[cfg(feature = "pool")]
     pub(crate) fn deadpool(conn: &'a C, cache: &'a deadpool_postgres::StatementCache) -> Self {
         Self {
             conn,
@@ -66,6 +68,7 @@ impl<C: GenericClient + Sync + ?Sized> AsyncExecutor for ConnectionExecutor<'_, 
                 return read_rows(&rows.map_err(connector_error)?);
             }
             Statements::Cache(cache) => cache.prepare(self.conn, sql, types).await,
+            #[cfg(feature = "pool")]
             Statements::Deadpool(cache) => {
                 cache.prepare_typed(self.conn.client(), sql, types).await
             }
@@ -82,6 +85,7 @@ impl<C: GenericClient + Sync + ?Sized> AsyncExecutor for ConnectionExecutor<'_, 
                 match self.statements {
                     Statements::Unnamed => {}
                     Statements::Cache(cache) => cache.forget(sql),
+                    #[cfg(feature = "pool")]
                     Statements::Deadpool(cache) => drop(cache.remove(sql, types)),
                 }
             }
@@ -136,6 +140,7 @@ impl<'a, 't> IntoAsyncExecutor<TokioPostgres> for &'a mut tokio_postgres::Transa
 
 /// Runs on this checked-out pooled connection, inside its open transaction if any, with its statements
 /// prepared once in deadpool's statement cache (`prepare_typed_cached`).
+#[cfg(feature = "pool")]
 impl<'a> IntoAsyncExecutor<TokioPostgres> for &'a deadpool_postgres::Object {
     type Executor = ConnectionExecutor<'a, tokio_postgres::Client>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
@@ -146,6 +151,7 @@ impl<'a> IntoAsyncExecutor<TokioPostgres> for &'a deadpool_postgres::Object {
 
 /// Runs inside deadpool's transaction, with statements from the connection's deadpool statement cache: it
 /// takes effect when the caller commits.
+#[cfg(feature = "pool")]
 impl<'a, 't> IntoAsyncExecutor<TokioPostgres> for &'a deadpool_postgres::Transaction<'t> {
     type Executor = ConnectionExecutor<'a, tokio_postgres::Transaction<'t>>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
@@ -181,6 +187,7 @@ impl<'a, 't> IntoAsyncExecutor<TokioPostgres> for &'a deadpool_postgres::Transac
 pub struct TransactionPooling<C>(pub C);
 
 /// Runs on the pooled connection with unnamed statements.
+#[cfg(feature = "pool")]
 impl<'a> IntoAsyncExecutor<TokioPostgres> for TransactionPooling<&'a deadpool_postgres::Object> {
     type Executor = ConnectionExecutor<'a, tokio_postgres::Client>;
     fn into_executor(self) -> Result<Self::Executor, ConnectorError> {
@@ -190,6 +197,7 @@ impl<'a> IntoAsyncExecutor<TokioPostgres> for TransactionPooling<&'a deadpool_po
 }
 
 /// Runs inside deadpool's transaction with unnamed statements.
+#[cfg(feature = "pool")]
 impl<'a, 't> IntoAsyncExecutor<TokioPostgres>
     for TransactionPooling<&'a deadpool_postgres::Transaction<'t>>
 {

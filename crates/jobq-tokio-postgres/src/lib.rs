@@ -74,11 +74,13 @@
 mod cache;
 mod error;
 mod executor;
+#[cfg(feature = "pool")]
 mod pool;
 mod tls;
 
 pub use cache::StatementCache;
 pub use executor::{ConnectionExecutor, TransactionPooling};
+#[cfg(feature = "pool")]
 pub use pool::{PoolExecutor, pool, pool_with_tls};
 pub use tls::{Connection, DefaultTls, MakeTls, connect};
 
@@ -96,6 +98,8 @@ pub enum TokioPostgres {}
 
 /// What most users import: jobq's prelude, and this crate's pool executor.
 pub mod prelude {
-    pub use crate::{PoolExecutor, StatementCache, TokioPostgres, TransactionPooling};
+    #[cfg(feature = "pool")]
+    pub use crate::PoolExecutor;
+    pub use crate::{StatementCache, TokioPostgres, TransactionPooling};
     pub use jobq_core::prelude::*;
 }

@@ -4,7 +4,9 @@ use crate::error::connector_error;
 use crate::tls::{self, MakeTls};
 use crate::{CONNECTOR, TokioPostgres, TransactionPooling};
 use deadpool_postgres::{Manager, Pool, PoolError, Runtime, TimeoutType};
+#[cfg(feature = "worker")]
 use futures_util::StreamExt;
+#[cfg(feature = "worker")]
 use jobq_core::worker::{Backend, Notification};
 use jobq_core::{AsyncExecutor, ConnectorError, ErrorKind, IntoAsyncExecutor};
 use std::fmt;
@@ -12,6 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+#[cfg(feature = "worker")]
 use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -110,6 +113,7 @@ type Connecting<'a> = Pin<
 
 /// How to open a LISTEN connection: its settings and TLS connector, with the connector's type erased so
 /// that `PoolExecutor` has none.
+#[cfg_attr(not(feature = "worker"), allow(dead_code))] // opened only by the worker
 trait Listen: fmt::Debug + Send + Sync {
     fn connect(&self) -> Connecting<'_>;
 }
@@ -270,6 +274,8 @@ fn pool_error(e: PoolError) -> ConnectorError {
     ConnectorError::new(CONNECTOR, kind, e.to_string()).with_source(e)
 }
 
+/// The worker's backend (feature `worker`).
+#[cfg(feature = "worker")]
 impl Backend for PoolExecutor {
     type Executor = Self;
 

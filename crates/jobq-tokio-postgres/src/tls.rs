@@ -103,6 +103,7 @@ pub(crate) fn from_url(url: &str) -> Result<(tokio_postgres::Config, DefaultTls)
 
 /// The settings of `url` for a connector the caller chose: `sslmode` as tokio-postgres knows it,
 /// `sslrootcert` dropped (the connector decides what to trust), with jobq's network bounds.
+#[cfg(feature = "pool")]
 pub(crate) fn for_own_connector(url: &str) -> Result<tokio_postgres::Config, ConnectorError> {
     bounded(&policy(url)?.1)
 }
