@@ -115,6 +115,14 @@ fn start(
     (stop, handle)
 }
 
+/// Runs `worker` until `sql` (a boolean query) holds, then stops it and waits for it to return.
+async fn run_until(client: &tokio_postgres::Client, worker: Worker<Backend>, sql: &str) {
+    let (stop, handle) = start(worker);
+    wait_for(client, sql).await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}
+
 async fn wait_for(client: &tokio_postgres::Client, sql: &str) {
     for _ in 0..600 {
         if client.query_one(sql, &[]).await.unwrap().get::<_, bool>(0) {
@@ -163,18 +171,14 @@ async fn runs_jobs_by_priority_then_age_and_skips_future_ones() {
         .await
         .unwrap();
     let log = Log::default();
-    let (stop, handle) = start(
+    run_until(
+        &client,
         worker(Backend::connect(db.url()).await, log.clone())
             .concurrency(1)
             .build(),
-    );
-    wait_for(
-        &client,
         "SELECT count(*) = 3 FROM jobq.jobs WHERE status = 'succeeded'",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     assert_eq!(*log.lock().unwrap(), ["first-high", "second-high", "low"]);
     assert_eq!(
         job(&client, &jobq, future).await.status,
@@ -264,14 +268,12 @@ async fn an_unreadable_job_fails_instead_of_staying_doing() {
         .await
         .unwrap();
     let log = Log::default();
-    let (stop, handle) = start(worker(Backend::connect(db.url()).await, log.clone()).build());
-    wait_for(
+    run_until(
         &client,
+        worker(Backend::connect(db.url()).await, log.clone()).build(),
         "SELECT count(*) = 2 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     assert_eq!(job(&client, &jobq, fine).await.status, Status::Succeeded);
     let row = client
         .query_one(
@@ -373,14 +375,12 @@ async fn failures_are_retried_per_strategy_and_stored() {
         .run(common::Async(&client))
         .await
         .unwrap();
-    let (stop, handle) = start(worker(Backend::connect(db.url()).await, Log::default()).build());
-    wait_for(
+    run_until(
         &client,
+        worker(Backend::connect(db.url()).await, Log::default()).build(),
         "SELECT count(*) = 2 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let ok = job(&client, &jobq, recovers).await;
     assert_eq!(
         (ok.status, ok.attempts, ok.errors.len()),
@@ -424,14 +424,12 @@ async fn unknown_tasks_bad_arguments_and_panics_fail_cleanly() {
         .await
         .unwrap();
     // By default a worker leaves the jobs of tasks it does not know to a worker that does.
-    let (stop, handle) = start(worker(Backend::connect(db.url()).await, Log::default()).build());
-    wait_for(
+    run_until(
         &client,
+        worker(Backend::connect(db.url()).await, Log::default()).build(),
         "SELECT count(*) = 3 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let waiting = job(&client, &jobq, unknown).await;
     assert_eq!(
         (waiting.status, waiting.attempts),
@@ -439,18 +437,14 @@ async fn unknown_tasks_bad_arguments_and_panics_fail_cleanly() {
         "an unknown task is not fetched"
     );
     // Asked to, a worker takes it and fails it, naming the task.
-    let (stop, handle) = start(
+    run_until(
+        &client,
         worker(Backend::connect(db.url()).await, Log::default())
             .fetch_unknown_tasks(true)
             .build(),
-    );
-    wait_for(
-        &client,
         "SELECT count(*) = 4 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let error = |j: Job| (j.status, j.last_error.unwrap_or_default());
     let (status, message) = error(job(&client, &jobq, unknown).await);
     assert!(
@@ -521,18 +515,14 @@ async fn unknown_tasks_wait_for_a_worker_that_knows_them_and_keep_their_lock_ord
         assert_eq!((j.status, j.attempts), (Status::Todo, 0), "{}", j.task);
     }
     // A worker that knows the head runs it, then the job behind it.
-    let (stop, handle) = start(
+    run_until(
+        &client,
         worker(Backend::connect(db.url()).await, log.clone())
             .task(|_: Later, _ctx: JobContext| async move { Ok(()) })
             .build(),
-    );
-    wait_for(
-        &client,
         "SELECT count(*) = 3 FROM jobq.jobs WHERE status = 'succeeded'",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let (head, behind) = (
         job(&client, &jobq, head).await,
         job(&client, &jobq, behind).await,
@@ -672,14 +662,12 @@ async fn shutdown_waits_then_puts_interrupted_jobs_back_uncharged() {
         .retry("forever", RetryStrategy::new(5))
         .shutdown_timeout(Duration::from_millis(200))
         .build();
-    let (stop, handle) = start(w);
-    wait_for(
+    run_until(
         &client,
+        w,
         "SELECT count(*) = 1 FROM jobq.jobs WHERE status = 'doing'",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let j = job(&client, &jobq, forever).await;
     assert_eq!(
         j.status,
@@ -732,14 +720,12 @@ async fn jobs_of_a_dead_worker_are_recovered() {
         .retry("record", RetryStrategy::none())
         .stalled_after(Duration::from_secs(1))
         .build();
-    let (stop, handle) = start(w);
-    wait_for(
+    run_until(
         &client,
+        w,
         "SELECT count(*) = 2 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let retried = job(&client, &jobq, id).await;
     assert_eq!(
         (retried.status, retried.attempts),
@@ -944,14 +930,12 @@ async fn jobs_past_their_timeout_are_aborted_and_retried() {
             Ok(())
         })
         .build();
-    let (stop, handle) = start(w);
-    wait_for(
+    run_until(
         &client,
+        w,
         "SELECT count(*) = 3 FROM jobq.jobs WHERE status IN ('succeeded', 'failed')",
     )
     .await;
-    stop.cancel();
-    handle.await.unwrap().unwrap();
     let hung = job(&client, &jobq, hangs).await;
     assert_eq!(
         (hung.status, hung.attempts),
