@@ -6,7 +6,7 @@ default:
 
 # Run every test (starts a throwaway PostgreSQL by itself).
 test:
-    cargo test --workspace
+    cargo test --workspace --all-features
 
 # Format, lint and test, as CI does.
 ci:
