@@ -66,6 +66,11 @@ pub(super) struct Completion {
 }
 
 impl Completion {
+    /// How the job ends.
+    pub(super) fn end(&self) -> End {
+        self.end
+    }
+
     /// Attempt `attempt` of job `id` ends as `end`, with `error` (its NUL characters replaced).
     pub(super) fn new(id: JobId, attempt: i32, end: End, error: Option<&str>) -> Self {
         Self {

@@ -5,11 +5,11 @@
 //! is stored, and again, until a fetch finds nothing. A job that a handler defers, or a retry due at once,
 //! is due by the next round, so it runs too; a job scheduled later (a retry with back-off, say) is not.
 
-use super::complete::{Completion, complete_loop};
+use super::complete::{Completion, End, complete_loop};
 use super::execute::start_waiting;
+use super::fetch::take;
 use super::maintain::maintain;
 use super::shared::{Shared, within};
-use super::statements::Fetched;
 use super::{Backend, Worker};
 use crate::{Error, Job};
 use std::collections::VecDeque;
@@ -45,17 +45,15 @@ impl DrainSummary {
         self.succeeded + self.failed + self.retried + self.aborted
     }
 
-    /// Counts one end. `Completion` keeps its end private to the completer, so it is read from the JSON
-    /// the server gets, whose `end` names it.
+    /// Counts one end.
     fn count(&mut self, completion: &Completion) {
-        let value = serde_json::to_value(completion).unwrap_or_default();
-        match value.get("end").and_then(serde_json::Value::as_str) {
-            Some("succeeded") => self.succeeded += 1,
-            Some("failed") => self.failed += 1,
-            Some("retry") => self.retried += 1,
-            Some("aborted") => self.aborted += 1,
-            // `release`: put back uncharged, it never ran to an end.
-            _ => {}
+        match completion.end() {
+            End::Succeeded => self.succeeded += 1,
+            End::Failed => self.failed += 1,
+            End::Retry => self.retried += 1,
+            End::Aborted => self.aborted += 1,
+            // Put back uncharged: it never ran to an end.
+            End::Release => {}
         }
     }
 }
@@ -174,7 +172,7 @@ async fn rounds<B: Backend>(shared: &Arc<Shared<B>>) -> Result<(), Error> {
     let want = concurrency.min(shared.config.fetch_batch);
     loop {
         stored(shared).await?;
-        let mut waiting: VecDeque<Job> = fetch(shared, want).await?.into();
+        let mut waiting: VecDeque<Job> = take(shared, want).await?.into();
         if waiting.is_empty() && shared.held().is_empty() {
             return Ok(());
         }
@@ -208,46 +206,8 @@ async fn stored<B: Backend>(shared: &Shared<B>) -> Result<(), Error> {
     }
 }
 
-/// One fetch of up to `want` due jobs, as the fetch loop's (a row it cannot read fails at once).
-async fn fetch<B: Backend>(shared: &Shared<B>, want: usize) -> Result<Vec<Job>, Error> {
-    let _turn = shared.handover.lock().await;
-    let rows = shared
-        .run(shared.jobq.fetch(
-            shared.worker_id(),
-            shared.config.queues.as_deref(),
-            shared.fetched_tasks.as_deref(),
-            want,
-        ))
-        .await?;
-    let mut jobs = Vec::with_capacity(rows.len());
-    for row in rows {
-        match row {
-            Fetched::Job(job) => {
-                shared.hold([job.id]);
-                jobs.push(job);
-            }
-            Fetched::Unreadable {
-                id,
-                attempt,
-                reason,
-            } => {
-                tracing::error!(%id, %reason, "a fetched job could not be read; failing it");
-                shared.hold([id]);
-                shared.end(Completion::new(
-                    id,
-                    attempt,
-                    super::complete::End::Failed,
-                    Some(&reason),
-                ));
-            }
-        }
-    }
-    Ok(jobs)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::complete::End;
     use super::*;
     use crate::JobId;
 

@@ -5,7 +5,7 @@ use super::complete::{Completion, End};
 use super::execute::start_waiting;
 use super::shared::Shared;
 use super::statements::Fetched;
-use crate::Job;
+use crate::{Error, Job};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -74,23 +74,27 @@ pub(super) async fn fetch_loop<B: Backend>(
     }
 }
 
-/// One fetch of up to `want` jobs, which the worker holds from the moment their answer arrives. A row it
-/// cannot read is already `doing` here: it fails at once with the reason rather than waiting forever.
-/// `None` when the fetch failed: whatever it may have taken on the server, the next heartbeat puts back.
+/// One fetch of up to `want` jobs for the fetch loop: `None` when the fetch failed; whatever it may have
+/// taken on the server, the next heartbeat puts back.
 async fn fetch<B: Backend>(shared: &Shared<B>, want: usize) -> Option<Vec<Job>> {
-    let queues = shared.config.queues.as_deref();
-    let tasks = shared.fetched_tasks.as_deref();
-    let turn = shared.handover.lock().await;
-    let rows = match shared
-        .run(shared.jobq.fetch(shared.worker_id(), queues, tasks, want))
-        .await
-    {
-        Ok(rows) => rows,
+    match take(shared, want).await {
+        Ok(jobs) => Some(jobs),
         Err(e) => {
             tracing::warn!(error = %e, "fetching jobs failed; retrying");
-            return None;
+            None
         }
-    };
+    }
+}
+
+/// One fetch of up to `want` jobs, which the worker holds from the moment their answer arrives. A row it
+/// cannot read is already `doing` here: it fails at once with the reason rather than waiting forever.
+pub(super) async fn take<B: Backend>(shared: &Shared<B>, want: usize) -> Result<Vec<Job>, Error> {
+    let queues = shared.config.queues.as_deref();
+    let tasks = shared.fetched_tasks.as_deref();
+    let _turn = shared.handover.lock().await;
+    let rows = shared
+        .run(shared.jobq.fetch(shared.worker_id(), queues, tasks, want))
+        .await?;
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         match row {
@@ -109,6 +113,5 @@ async fn fetch<B: Backend>(shared: &Shared<B>, want: usize) -> Option<Vec<Job>> 
             }
         }
     }
-    drop(turn);
-    Some(jobs)
+    Ok(jobs)
 }
