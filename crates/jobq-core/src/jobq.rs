@@ -6,6 +6,7 @@ use crate::sql::{SCHEMA_VERSION, Statements};
 use crate::{
     CancelOutcome, Error, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status, Task,
 };
+use crate::{PausedQueue, QueueLag};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -350,6 +351,56 @@ impl Jobq {
     #[cfg(feature = "worker")]
     pub(crate) fn statements(&self) -> &Statements {
         &self.sql
+    }
+}
+
+/// Steering a queue: pause, resume, and how far behind each queue is.
+impl Jobq {
+    /// Pauses a queue: its waiting jobs stay `todo` and no worker takes them (every running worker honours
+    /// it at its next fetch; jobs already running run on). A queue with no jobs yet can be paused, and its
+    /// future jobs wait. Returns whether it changed (`false` when it was paused already).
+    ///
+    /// The name is checked as a deferral's queue is ([`limits::check_name`]); a bad one is refused with
+    /// [`Error::InvalidInput`] before any SQL is sent.
+    ///
+    /// ```no_run
+    /// # async fn demo<V, C: jobq_core::IntoAsyncExecutor<V> + Send>(conn: C) -> Result<(), jobq_core::Error> {
+    /// let jobq = jobq_core::Jobq::default();
+    /// let changed = jobq.pause_queue("emails").run(conn).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn pause_queue(&self, queue: &str) -> Query<bool> {
+        self.steer(&self.sql.pause_queue, queue)
+    }
+
+    /// Resumes a paused queue and wakes its workers (a NOTIFY on [`channel`](Self::channel), delivered at
+    /// commit). Returns whether it changed (`false` when it was not paused).
+    pub fn resume_queue(&self, queue: &str) -> Query<bool> {
+        self.steer(&self.sql.resume_queue, queue)
+    }
+
+    /// The paused queues, by name.
+    pub fn paused_queues(&self) -> Query<Vec<PausedQueue>> {
+        self.json_query_rows(&self.sql.paused_queues, None, Ok)
+    }
+
+    /// For each queue that has waiting jobs or is paused, by name: how many jobs are due now, how many are
+    /// scheduled later, how long the oldest due job has waited, and whether the queue is paused. One
+    /// statement that reads only waiting jobs, so finished jobs do not slow it down.
+    pub fn queue_lag(&self) -> Query<Vec<QueueLag>> {
+        self.json_query_rows(&self.sql.queue_lag, None, Ok)
+    }
+
+    /// Runs a pause or resume statement on `queue`, checked first; the statement returns `true`/`false`.
+    fn steer(&self, sql: &Arc<str>, queue: &str) -> Query<bool> {
+        if let Err(e) = limits::check_name("queue", queue) {
+            return Query::refused(e);
+        }
+        self.json_query(
+            sql,
+            serde_json::json!({ "queue": queue }),
+            |rows: Vec<bool>| rows.into_iter().next().ok_or_else(no_row),
+        )
     }
 }
 

@@ -30,6 +30,7 @@ pub use model::{
     AttemptError, CancelOutcome, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status,
     Task,
 };
+pub use model::{PausedQueue, QueueLag};
 pub use query::{Operation, Query};
 pub use sql::SCHEMA_VERSION;
 

@@ -286,6 +286,63 @@ pub enum RetryOutcome {
     Unchanged,
 }
 
+/// A paused queue, as [`Jobq::paused_queues`](crate::Jobq::paused_queues) lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct PausedQueue {
+    /// The queue.
+    pub queue: String,
+    /// Since when it is paused.
+    #[serde(deserialize_with = "pg_time::utc")]
+    pub paused_at: DateTime<Utc>,
+}
+
+/// How far behind one queue is, as [`Jobq::queue_lag`](crate::Jobq::queue_lag) reports it: its waiting jobs
+/// due now and scheduled later, the oldest due job's wait, and whether it is paused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueueLag {
+    /// The queue.
+    pub queue: String,
+    /// Waiting jobs due now (`scheduled_at` in the past): what workers could take at once.
+    pub due: i64,
+    /// Waiting jobs scheduled for later.
+    pub scheduled: i64,
+    /// When the oldest due job became due (its `scheduled_at`); `None` when none is due.
+    #[serde(default, deserialize_with = "pg_time::optional_utc")]
+    pub oldest_due_at: Option<DateTime<Utc>>,
+    /// How long the oldest due job has been due, by the server's clock; `None` when none is due.
+    #[serde(default, rename = "oldest_due_age_seconds", with = "seconds")]
+    pub oldest_due_age: Option<std::time::Duration>,
+    /// Since when the queue is paused; `None` when it runs.
+    #[serde(default, deserialize_with = "pg_time::optional_utc")]
+    pub paused_at: Option<DateTime<Utc>>,
+}
+
+impl QueueLag {
+    /// Whether the queue is paused.
+    pub fn paused(&self) -> bool {
+        self.paused_at.is_some()
+    }
+}
+
+/// An optional duration as a number of seconds in JSON; a negative number reads as zero, one too large as the longest.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        d.map(|d| d.as_secs_f64()).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?
+            .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
+    }
+}
+
 /// Reads PostgreSQL's JSON timestamps, whatever the session's time zone. RFC 3339 covers the usual ones;
 /// dates before the zone's standard time (the year 1000 in `Europe/Amsterdam`, say) carry a local mean
 /// time offset with seconds, `+00:19:32`, which RFC 3339 has no room for.

@@ -28,6 +28,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_known_tasks",
         include_str!("../sql/migrations/0004_known_tasks.sql"),
     ),
+    (
+        5,
+        "0005_queue_pause",
+        include_str!("../sql/migrations/0005_queue_pause.sql"),
+    ),
 ];
 
 /// The schema version this library needs.
@@ -62,6 +67,10 @@ pub(crate) struct Statements {
     pub(crate) prune: Arc<str>,
     pub(crate) queue_counts: Arc<str>,
     pub(crate) list_workers: Arc<str>,
+    pub(crate) pause_queue: Arc<str>,
+    pub(crate) resume_queue: Arc<str>,
+    pub(crate) paused_queues: Arc<str>,
+    pub(crate) queue_lag: Arc<str>,
 }
 
 impl Statements {
@@ -109,6 +118,10 @@ impl Statements {
             prune: render(include_str!("../sql/queries/prune.sql")),
             queue_counts: render(include_str!("../sql/queries/queue_counts.sql")),
             list_workers: render(include_str!("../sql/queries/list_workers.sql")),
+            pause_queue: render(include_str!("../sql/queries/pause_queue.sql")),
+            resume_queue: render(include_str!("../sql/queries/resume_queue.sql")),
+            paused_queues: render(include_str!("../sql/queries/paused_queues.sql")),
+            queue_lag: render(include_str!("../sql/queries/queue_lag.sql")),
 
             schema: schema.into(),
             channel,

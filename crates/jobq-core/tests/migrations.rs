@@ -185,6 +185,13 @@ async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    // Version 5's queue lag reads the old waiting jobs; no queue is paused by the migration.
+    let lag = jobq.queue_lag().run(Async(&client)).await.unwrap();
+    let due: Vec<(&str, i64, bool)> = lag
+        .iter()
+        .map(|l| (l.queue.as_str(), l.due, l.paused()))
+        .collect();
+    assert_eq!(due, [("default", 2, false), ("other", 1, false)]);
     // The migrated schema's deferrals see the old jobs: the old queueing lock is still taken.
     let again = jobq
         .defer(&Noop {})

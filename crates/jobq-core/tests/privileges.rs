@@ -1,4 +1,5 @@
-//! A role with exactly the documented grants (no superuser, no DDL) can use every operation and run a worker.
+//! A role with exactly the documented grants (no superuser, no DDL) can use every operation (pausing and
+//! resuming queues too) and run a worker.
 
 mod common;
 
@@ -49,6 +50,23 @@ async fn an_application_role_with_the_documented_grants_suffices() {
         .await
         .unwrap();
     jobq.queue_counts().run(Async(&app)).await.unwrap();
+    assert!(jobq.pause_queue("held").run(Async(&app)).await.unwrap());
+    let held = jobq
+        .defer(&Noop {})
+        .queue("held")
+        .run(Async(&app))
+        .await
+        .unwrap();
+    assert_eq!(
+        jobq.paused_queues().run(Async(&app)).await.unwrap().len(),
+        1
+    );
+    let lag = jobq.queue_lag().run(Async(&app)).await.unwrap();
+    assert!(
+        lag.iter().any(|l| l.queue == "held" && l.paused()),
+        "{lag:?}"
+    );
+    assert!(jobq.resume_queue("held").run(Async(&app)).await.unwrap());
 
     let stop = tokio_util::sync::CancellationToken::new();
     let stopped = stop.clone();
@@ -58,7 +76,9 @@ async fn an_application_role_with_the_documented_grants_suffices() {
         .build();
     let handle = tokio::spawn(worker.run_until(async move { stopped.cancelled().await }));
     for _ in 0..600 {
-        if jobq.status(id).run(Async(&app)).await.unwrap() == Status::Succeeded {
+        if jobq.status(id).run(Async(&app)).await.unwrap() == Status::Succeeded
+            && jobq.status(held).run(Async(&app)).await.unwrap() == Status::Succeeded
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -68,6 +88,11 @@ async fn an_application_role_with_the_documented_grants_suffices() {
     assert_eq!(
         jobq.status(id).run(Async(&app)).await.unwrap(),
         Status::Succeeded
+    );
+    assert_eq!(
+        jobq.status(held).run(Async(&app)).await.unwrap(),
+        Status::Succeeded,
+        "the resumed queue's job ran"
     );
     assert_eq!(
         jobq.retry(id).run(Async(&app)).await.unwrap(),
