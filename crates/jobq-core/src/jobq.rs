@@ -1,5 +1,6 @@
 //! [`Jobq`]: the handle every operation starts from, and the builders for deferring and cancelling.
 
+use crate::BulkOutcome;
 use crate::limits;
 use crate::query::{Operation, Query, Step};
 use crate::sql::{SCHEMA_VERSION, Statements};
@@ -324,11 +325,12 @@ impl Jobq {
     }
 
     /// Deletes finished jobs that finished more than `older_than` ago; returns how many.
+    ///
+    /// It runs [`prune_batch`](Self::prune_batch) until none is left: statements of at most
+    /// [`limits::BULK_BATCH`] rows each, one after another on the same executor (on a pool, each commits on
+    /// its own, so no statement holds many rows' locks).
     pub fn prune(&self, older_than: Duration) -> Query<u64> {
-        let arg = serde_json::json!({ "older_than_seconds": older_than.as_secs_f64() });
-        self.json_query(&self.sql.prune, arg, |rows: Vec<u64>| {
-            rows.into_iter().next().ok_or_else(no_row)
-        })
+        self.prune_from(older_than, None, 0)
     }
 
     /// Runs `sql` with an optional JSON argument and decodes every row as JSON.
@@ -602,5 +604,339 @@ impl Operation for Cancel {
                     .map(|r| r.outcome)
                     .ok_or(Error::JobNotFound(id))
             })
+    }
+}
+
+/// Bulk operations by filter, and pruning in batches (#15): each call is one bounded statement.
+impl Jobq {
+    /// Puts finished jobs matching `filter` back to `todo`, to run now, one batch per call: the first
+    /// `filter.limit` ([`limits::BULK_BATCH`] when unset, at most [`limits::MAX_BULK_BATCH`]) succeeded,
+    /// failed, cancelled or aborted jobs with an id above `filter.after_id`, skipping rows another
+    /// transaction holds. Waiting and running jobs are never touched. Each job is retried as
+    /// [`retry`](Self::retry) retries one, and a job whose queueing lock another waiting job holds is left
+    /// as it was and counted in [`BulkOutcome::conflicts`] (the transaction stays usable).
+    ///
+    /// Attempt counts are kept unless [`RetryMatching::reset_attempts`] is asked, as the single-job retry
+    /// keeps them: a job that used up its retries then runs once more and fails for good if it fails
+    /// again, instead of starting another full round of retries with backoff.
+    ///
+    /// Loop until [`BulkOutcome::next`] is `None`, on a pool (each batch commits on its own) or in
+    /// transactions of your own:
+    ///
+    /// ```no_run
+    /// # async fn demo<V, C: jobq_core::IntoAsyncExecutor<V> + Send + Copy>(pool: C) -> Result<(), jobq_core::Error> {
+    /// use jobq_core::prelude::*;
+    ///
+    /// let jobq = Jobq::default();
+    /// let mut filter = JobFilter { task: Some("send_email".into()), status: Some(Status::Failed), ..JobFilter::default() };
+    /// loop {
+    ///     let batch = jobq.retry_matching(&filter).run(pool).await?;
+    ///     println!("retried {}, {} left by a queueing-lock conflict", batch.changed, batch.conflicts);
+    ///     match batch.next {
+    ///         Some(next) => filter.after_id = Some(next),
+    ///         None => break,
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn retry_matching(&self, filter: &JobFilter) -> RetryMatching {
+        RetryMatching {
+            jobq: self.clone(),
+            filter: filter.clone(),
+            reset_attempts: false,
+        }
+    }
+
+    /// Cancels waiting jobs matching `filter`, one batch per call (sized and continued as for
+    /// [`retry_matching`](Self::retry_matching)): each becomes `cancelled`, as [`cancel`](Self::cancel)
+    /// does it. Running jobs are left alone unless [`CancelMatching::abort`] is asked, which asks them to
+    /// stop.
+    pub fn cancel_matching(&self, filter: &JobFilter) -> CancelMatching {
+        CancelMatching {
+            jobq: self.clone(),
+            filter: filter.clone(),
+            abort: false,
+        }
+    }
+
+    /// Deletes jobs matching `filter` that are not running, one batch per call (sized and continued as for
+    /// [`retry_matching`](Self::retry_matching)), as [`Cancel::delete`] deletes one. An empty filter
+    /// ([`JobFilter::is_empty`]) matches every job: the CLI asks for `--all` then.
+    pub fn delete_matching(&self, filter: &JobFilter) -> DeleteMatching {
+        DeleteMatching {
+            jobq: self.clone(),
+            filter: filter.clone(),
+        }
+    }
+
+    /// One bounded batch of [`prune`](Self::prune): deletes at most [`limits::BULK_BATCH`] jobs that
+    /// finished more than `older_than` ago, oldest first. Pass the previous batch to continue it: its
+    /// cutoff is kept, so the batches end even while jobs keep finishing.
+    pub fn prune_batch(
+        &self,
+        older_than: Duration,
+        previous: Option<&PruneBatch>,
+    ) -> Query<PruneBatch> {
+        #[derive(Deserialize)]
+        struct Row {
+            deleted: u64,
+            examined: u64,
+            #[serde(deserialize_with = "crate::model::pg_time_utc")]
+            before: DateTime<Utc>,
+        }
+        let arg = serde_json::json!({
+            "older_than_seconds": older_than.as_secs_f64(),
+            "before": previous.map(|p| p.cutoff),
+            "limit": limits::BULK_BATCH,
+        });
+        self.json_query(&self.sql.prune, arg, |rows: Vec<Row>| {
+            let row = rows.into_iter().next().ok_or_else(no_row)?;
+            Ok(PruneBatch {
+                deleted: row.deleted,
+                more: row.examined >= u64::from(limits::BULK_BATCH),
+                cutoff: row.before,
+            })
+        })
+    }
+
+    fn prune_from(
+        &self,
+        older_than: Duration,
+        previous: Option<PruneBatch>,
+        total: u64,
+    ) -> Query<u64> {
+        let jobq = self.clone();
+        self.prune_batch(older_than, previous.as_ref())
+            .and_then(move |batch| {
+                let total = total + batch.deleted;
+                Ok(if batch.more {
+                    Step::Then(jobq.prune_from(older_than, Some(batch), total))
+                } else {
+                    Step::Done(total)
+                })
+            })
+    }
+
+    /// A batch of a bulk operation: `sql` on `filter` (its limit set to the checked batch size) with `extra`
+    /// keys, decoded into a [`BulkOutcome`] whose `changed` is the row's `changed_key`.
+    fn bulk(
+        &self,
+        sql: &Arc<str>,
+        filter: &JobFilter,
+        extra: serde_json::Value,
+        changed_key: &'static str,
+    ) -> Query<(BulkOutcome, Vec<JobId>)> {
+        let batch = match limits::check_bulk_filter(filter) {
+            Ok(batch) => batch,
+            Err(e) => return Query::refused(e),
+        };
+        let mut arg = match serde_json::to_value(JobFilter {
+            limit: Some(batch),
+            ..filter.clone()
+        }) {
+            Ok(arg) => arg,
+            Err(e) => return Query::refused(e.into()),
+        };
+        if let (Some(arg), serde_json::Value::Object(extra)) = (arg.as_object_mut(), extra) {
+            arg.extend(extra);
+        }
+        self.json_query(
+            sql,
+            arg,
+            move |rows: Vec<serde_json::Map<String, serde_json::Value>>| {
+                let row = rows.into_iter().next().ok_or_else(no_row)?;
+                let count = |key: &str| {
+                    row.get(key)
+                        .and_then(serde_json::Value::as_u64)
+                        .unwrap_or(0)
+                };
+                let examined = count("examined");
+                let outcome = BulkOutcome {
+                    examined,
+                    changed: count(changed_key),
+                    conflicts: count("conflicts"),
+                    abort_requested: count("abort_requested"),
+                    attempts_reset: false,
+                    next: match row.get("last_id").and_then(serde_json::Value::as_i64) {
+                        Some(last) if examined >= u64::from(batch) => Some(JobId(last)),
+                        _ => None,
+                    },
+                };
+                let locked: Vec<JobId> = match row.get("locked_retried") {
+                    Some(ids) => serde_json::from_value(ids.clone())?,
+                    None => Vec::new(),
+                };
+                Ok((outcome, locked))
+            },
+        )
+    }
+
+    /// How many jobs in one of `statuses` match `filter` (its `limit` aside).
+    fn count_matching(&self, filter: &JobFilter, statuses: &[Status]) -> Query<u64> {
+        if let Err(e) = limits::check_filter(filter) {
+            return Query::refused(e);
+        }
+        let arg = serde_json::json!({ "filter": filter, "statuses": statuses });
+        match serde_json::to_string(&arg) {
+            Ok(arg) => self.query(&self.sql.count_matching, Some(arg), |rows| parse_one(&rows)),
+            Err(e) => Query::refused(e.into()),
+        }
+    }
+}
+
+/// One batch of pruning: what [`Jobq::prune_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PruneBatch {
+    /// How many jobs it deleted.
+    pub deleted: u64,
+    /// Whether more jobs may be old enough: pass this batch to the next [`Jobq::prune_batch`].
+    pub more: bool,
+    /// Jobs that finished before this time are pruned (the server's now minus `older_than`, at the first
+    /// batch).
+    pub cutoff: DateTime<Utc>,
+}
+
+/// A batch of [`Jobq::retry_matching`] being configured. Run it like any [`Operation`].
+#[derive(Debug)]
+#[must_use = "a bulk retry does nothing until it is run on a connection"]
+pub struct RetryMatching {
+    jobq: Jobq,
+    filter: JobFilter,
+    reset_attempts: bool,
+}
+
+impl RetryMatching {
+    /// Also resets each retried job's attempt count to 0, so it gets its task's full retry budget again.
+    /// [`BulkOutcome::attempts_reset`] says so. A job with a queueing lock is reset by a second statement
+    /// right after the retry (on a pool, its own transaction), and only while it still waits: one a worker
+    /// started in between keeps its count.
+    pub fn reset_attempts(mut self) -> Self {
+        self.reset_attempts = true;
+        self
+    }
+
+    /// How many finished jobs match the filter (its `limit` aside): what the batches would look at.
+    pub fn count(&self) -> Query<u64> {
+        self.jobq.count_matching(
+            &self.filter,
+            &[
+                Status::Succeeded,
+                Status::Failed,
+                Status::Cancelled,
+                Status::Aborted,
+            ],
+        )
+    }
+}
+
+impl Operation for RetryMatching {
+    type Output = BulkOutcome;
+
+    fn into_query(self) -> Query<BulkOutcome> {
+        let reset = self.reset_attempts;
+        let jobq = self.jobq.clone();
+        self.jobq
+            .bulk(
+                &self.jobq.sql.retry_matching,
+                &self.filter,
+                serde_json::json!({ "reset_attempts": reset }),
+                "retried",
+            )
+            .and_then(move |(mut outcome, locked)| {
+                outcome.attempts_reset = reset;
+                if !reset || locked.is_empty() {
+                    return Ok(Step::Done(outcome));
+                }
+                let arg = serde_json::json!({ "ids": locked });
+                Ok(Step::Then(jobq.json_query(
+                    &jobq.sql.reset_attempts,
+                    arg,
+                    move |_: Vec<u64>| Ok(outcome),
+                )))
+            })
+    }
+}
+
+/// A batch of [`Jobq::cancel_matching`] being configured. Run it like any [`Operation`].
+#[derive(Debug)]
+#[must_use = "a bulk cancel does nothing until it is run on a connection"]
+pub struct CancelMatching {
+    jobq: Jobq,
+    filter: JobFilter,
+    abort: bool,
+}
+
+impl CancelMatching {
+    /// Also asks matching running jobs to stop (counted in [`BulkOutcome::abort_requested`]); the worker
+    /// ends each as `aborted`.
+    pub fn abort(mut self) -> Self {
+        self.abort = true;
+        self
+    }
+
+    /// How many jobs match the filter (its `limit` aside) that the batches would look at: waiting ones, and
+    /// running ones with [`abort`](Self::abort).
+    pub fn count(&self) -> Query<u64> {
+        let statuses: &[Status] = if self.abort {
+            &[Status::Todo, Status::Doing]
+        } else {
+            &[Status::Todo]
+        };
+        self.jobq.count_matching(&self.filter, statuses)
+    }
+}
+
+impl Operation for CancelMatching {
+    type Output = BulkOutcome;
+
+    fn into_query(self) -> Query<BulkOutcome> {
+        self.jobq
+            .bulk(
+                &self.jobq.sql.cancel_matching,
+                &self.filter,
+                serde_json::json!({ "abort": self.abort }),
+                "cancelled",
+            )
+            .map(|(outcome, _)| Ok(outcome))
+    }
+}
+
+/// A batch of [`Jobq::delete_matching`]. Run it like any [`Operation`].
+#[derive(Debug)]
+#[must_use = "a bulk delete does nothing until it is run on a connection"]
+pub struct DeleteMatching {
+    jobq: Jobq,
+    filter: JobFilter,
+}
+
+impl DeleteMatching {
+    /// How many jobs match the filter (its `limit` aside) that the batches would delete: all but running ones.
+    pub fn count(&self) -> Query<u64> {
+        self.jobq.count_matching(
+            &self.filter,
+            &[
+                Status::Todo,
+                Status::Succeeded,
+                Status::Failed,
+                Status::Cancelled,
+                Status::Aborted,
+            ],
+        )
+    }
+}
+
+impl Operation for DeleteMatching {
+    type Output = BulkOutcome;
+
+    fn into_query(self) -> Query<BulkOutcome> {
+        self.jobq
+            .bulk(
+                &self.jobq.sql.delete_matching,
+                &self.filter,
+                serde_json::json!({}),
+                "deleted",
+            )
+            .map(|(outcome, _)| Ok(outcome))
     }
 }

@@ -26,6 +26,8 @@ pub use executor::{
     AsyncExecutor, BlockingExecutor, Direct, IntoAsyncExecutor, IntoBlockingExecutor,
 };
 pub use jobq::{Cancel, Defer, Jobq, QueueCount, WorkerInfo};
+pub use jobq::{CancelMatching, DeleteMatching, PruneBatch, RetryMatching};
+pub use model::BulkOutcome;
 pub use model::{
     AttemptError, CancelOutcome, Job, JobFilter, JobId, JobOptions, NewJob, RetryOutcome, Status,
     Task,

@@ -238,8 +238,9 @@ pub fn check_batch(jobs: &[NewJob]) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks a list filter: its names hold no NUL (the server would refuse the whole statement). Longer
-/// names than [`MAX_NAME_BYTES`] are allowed, so jobs stored before the limit can still be found.
+/// Checks a list filter: its names hold no NUL (the server would refuse the whole statement), its times lie
+/// within [`EARLIEST`]`..=`[`LATEST`]. Longer names than [`MAX_NAME_BYTES`] are allowed, so jobs stored
+/// before the limit can still be found.
 pub fn check_filter(filter: &JobFilter) -> Result<(), Error> {
     let names = [
         ("filter queue", &filter.queue),
@@ -247,12 +248,45 @@ pub fn check_filter(filter: &JobFilter) -> Result<(), Error> {
         ("filter lock", &filter.lock),
         ("filter queueing_lock", &filter.queueing_lock),
     ];
-    match names
+    if let Some((field, _)) = names
         .into_iter()
         .find(|(_, name)| name.as_ref().is_some_and(|n| n.contains('\0')))
     {
-        Some((field, _)) => Err(refused(field, NUL)),
-        None => Ok(()),
+        return Err(refused(field, NUL));
+    }
+    let times = [
+        ("filter created_since", filter.created_since),
+        ("filter created_until", filter.created_until),
+        ("filter finished_since", filter.finished_since),
+        ("filter finished_until", filter.finished_until),
+    ];
+    for (field, at) in times {
+        if let Some(at) = at {
+            check_time(field, at)?;
+        }
+    }
+    Ok(())
+}
+
+/// How many jobs one batch of a bulk operation (`Jobq::retry_matching`, `cancel_matching`,
+/// `delete_matching`) or of pruning touches when the filter sets no `limit`.
+pub const BULK_BATCH: u32 = 1_000;
+
+/// The most jobs one batch of a bulk operation may touch: each batch holds its rows' locks until the
+/// transaction ends, so a batch stays short.
+pub const MAX_BULK_BATCH: u32 = 10_000;
+
+/// Checks the filter of a bulk operation: [`check_filter`], and a batch size (`limit`) of
+/// 1..=[`MAX_BULK_BATCH`]. Returns the batch size, [`BULK_BATCH`] when the filter sets none.
+pub fn check_bulk_filter(filter: &JobFilter) -> Result<u32, Error> {
+    check_filter(filter)?;
+    match filter.limit {
+        None => Ok(BULK_BATCH),
+        Some(n) if (1..=MAX_BULK_BATCH).contains(&n) => Ok(n),
+        Some(n) => Err(refused(
+            "batch size (filter limit)",
+            &format!("{n} is outside 1..={MAX_BULK_BATCH} (jobq_core::limits::MAX_BULK_BATCH)"),
+        )),
     }
 }
 

@@ -236,7 +236,14 @@ pub trait Task: Serialize {
     }
 }
 
-/// Which jobs to list. Every field narrows the list; `limit` caps it (1,000 when not set).
+/// Which jobs to list, or to retry, cancel or delete in bulk. Every field narrows the set; `limit` caps a
+/// list (1,000 when not set) or sizes one batch of a bulk operation
+/// ([`limits::BULK_BATCH`](crate::limits::BULK_BATCH) when not set).
+///
+/// Times bound `created_at` (every job has one, and a retry keeps it) or `finished_at` (when it
+/// succeeded, failed, was cancelled or aborted; a job not finished never matches a `finished_*` bound):
+/// `*_since` inclusive, `*_until` exclusive. Listing and the bulk operations read the same filter, so an
+/// action on "every job matching" touches exactly the jobs that listing with it shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct JobFilter {
     /// Only jobs in this queue.
@@ -260,6 +267,69 @@ pub struct JobFilter {
     /// At most this many jobs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Only jobs created at or after this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_since: Option<DateTime<Utc>>,
+    /// Only jobs created before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_until: Option<DateTime<Utc>>,
+    /// Only jobs that finished at or after this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_since: Option<DateTime<Utc>>,
+    /// Only jobs that finished before this time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_until: Option<DateTime<Utc>>,
+}
+
+impl JobFilter {
+    /// Whether the filter narrows nothing but by id (`after_id`) and size (`limit`): every job matches it.
+    pub fn is_empty(&self) -> bool {
+        let JobFilter {
+            queue,
+            task,
+            status,
+            lock,
+            queueing_lock,
+            after_id: _,
+            limit: _,
+            created_since,
+            created_until,
+            finished_since,
+            finished_until,
+        } = self;
+        queue.is_none()
+            && task.is_none()
+            && status.is_none()
+            && lock.is_none()
+            && queueing_lock.is_none()
+            && created_since.is_none()
+            && created_until.is_none()
+            && finished_since.is_none()
+            && finished_until.is_none()
+    }
+}
+
+/// What one batch of a bulk operation ([`Jobq::retry_matching`](crate::Jobq::retry_matching),
+/// [`cancel_matching`](crate::Jobq::cancel_matching), [`delete_matching`](crate::Jobq::delete_matching))
+/// did. Run the next batch with the filter's `after_id` set to [`next`](Self::next) until it is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BulkOutcome {
+    /// How many matching jobs the batch looked at (at most the batch size): the ones it changed and the
+    /// ones it left (a retry's queueing-lock conflicts).
+    pub examined: u64,
+    /// How many jobs it retried, cancelled or deleted.
+    pub changed: u64,
+    /// Retry: how many finished jobs it left as they were because another waiting job holds their
+    /// queueing lock (as [`Jobq::retry`](crate::Jobq::retry) reports with
+    /// [`Error::AlreadyEnqueued`](crate::Error::AlreadyEnqueued)).
+    pub conflicts: u64,
+    /// Cancel with abort: how many running jobs it asked to stop (not counted in `changed`).
+    pub abort_requested: u64,
+    /// Retry: whether the retried jobs' attempt counts were reset to 0 (else they keep theirs).
+    pub attempts_reset: bool,
+    /// Where the next batch starts (the last id this one looked at), or `None` when no more jobs match.
+    pub next: Option<JobId>,
 }
 
 /// What a cancel did.
@@ -341,6 +411,13 @@ mod seconds {
         Ok(Option::<f64>::deserialize(d)?
             .map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)))
     }
+}
+
+/// Reads one of PostgreSQL's JSON timestamps, for rows read outside this module.
+pub(crate) fn pg_time_utc<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<DateTime<Utc>, D::Error> {
+    pg_time::utc(d)
 }
 
 /// Reads PostgreSQL's JSON timestamps, whatever the session's time zone. RFC 3339 covers the usual ones;

@@ -151,6 +151,7 @@ impl Expect {
             queueing_lock: self.queueing_lock.clone(),
             after_id,
             limit: Some(PAGE),
+            ..JobFilter::default()
         }
     }
 
