@@ -4,6 +4,7 @@
 //! cause); 2 bad input, including any value outside `jobq_core::limits` (refused before anything is sent,
 //! so nothing was written); 3 a queueing-lock conflict; 4 no such job.
 
+mod bulk;
 mod connect;
 mod failure;
 mod output;
@@ -54,14 +55,14 @@ enum Command {
     Schema(SchemaCommand),
     /// Defer a job; prints its id.
     Defer(DeferArgs),
-    /// List, show, cancel or retry jobs.
+    /// List, show, cancel, retry or delete jobs, one by id or every one matching a filter.
     #[command(subcommand)]
     Jobs(JobsCommand),
     /// Jobs by queue and status.
     Queues,
     /// Registered workers and their heartbeats.
     Workers,
-    /// Delete finished jobs older than a duration.
+    /// Delete finished jobs older than a duration, in batches of 1,000 (a progress bar on a terminal).
     Prune {
         /// How old, e.g. `7d`, `12h`, `30m`.
         #[arg(long, value_parser = humantime::parse_duration)]
@@ -116,7 +117,7 @@ struct DeferArgs {
 
 #[derive(Debug, Subcommand)]
 enum JobsCommand {
-    /// List jobs, oldest first.
+    /// List jobs, oldest first; prints the next page's --after on stderr when the page is full.
     List {
         /// Only this queue.
         #[arg(long)]
@@ -130,6 +131,11 @@ enum JobsCommand {
         /// Only this lock.
         #[arg(long)]
         lock: Option<String>,
+        #[command(flatten)]
+        time: TimeArgs,
+        /// Only jobs with a greater id: the cursor of the next page.
+        #[arg(long)]
+        after: Option<i64>,
         /// At most this many.
         #[arg(long, default_value_t = 100, allow_negative_numbers = true)]
         limit: u32,
@@ -139,22 +145,124 @@ enum JobsCommand {
         /// The job's id.
         id: i64,
     },
-    /// Cancel a waiting job; --abort also stops a running one; --delete removes it.
+    /// Cancel a waiting job, or every waiting job matching a filter; --abort also stops running ones.
     Cancel {
-        /// The job's id.
-        id: i64,
-        /// Ask a running job to stop.
+        /// The job's id; without it, a filter (or --all) chooses the jobs.
+        id: Option<i64>,
+        /// Ask running jobs to stop.
         #[arg(long)]
         abort: bool,
-        /// Delete the job instead of keeping it as cancelled.
-        #[arg(long)]
+        /// Delete the job instead of keeping it as cancelled (one job by id; `jobq jobs delete` for a filter).
+        #[arg(long, requires = "id")]
         delete: bool,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
-    /// Put a finished job back in the queue, to run now.
+    /// Put a finished job, or every finished job matching a filter, back in the queue, to run now.
+    ///
+    /// Attempt counts are kept (a job that used up its retries runs once more) unless --reset-attempts.
     Retry {
-        /// The job's id.
-        id: i64,
+        /// The job's id; without it, a filter (or --all) chooses the jobs.
+        id: Option<i64>,
+        /// Reset each retried job's attempt count to 0: its full retry budget again (filters only).
+        #[arg(long)]
+        reset_attempts: bool,
+        #[command(flatten)]
+        bulk: BulkArgs,
     },
+    /// Delete every job matching a filter, but running ones; an empty filter needs --all.
+    Delete {
+        #[command(flatten)]
+        bulk: BulkArgs,
+    },
+}
+
+/// Time bounds: a duration ago (`1h`, `7d`) or an RFC 3339 time.
+#[derive(Debug, Args)]
+struct TimeArgs {
+    /// Only jobs created at or after this: a duration ago (e.g. `1h`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    since: Option<DateTime<Utc>>,
+    /// Only jobs created before this: a duration ago or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    until: Option<DateTime<Utc>>,
+    /// Only jobs that finished at or after this: a duration ago or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    finished_since: Option<DateTime<Utc>>,
+    /// Only jobs that finished before this: a duration ago or an RFC 3339 time.
+    #[arg(long, value_parser = parse_when)]
+    finished_until: Option<DateTime<Utc>>,
+}
+
+/// The filter and the safety catches of `jobq jobs retry|cancel|delete` without an id.
+#[derive(Debug, Args)]
+struct BulkArgs {
+    /// Only this queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only this task.
+    #[arg(long)]
+    task: Option<String>,
+    /// Only this status: todo, doing, succeeded, failed, cancelled, aborted.
+    #[arg(long, value_parser = parse_status)]
+    status: Option<Status>,
+    /// Only this lock.
+    #[arg(long)]
+    lock: Option<String>,
+    #[command(flatten)]
+    time: TimeArgs,
+    /// Count the matching jobs and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Allow an empty filter: every job.
+    #[arg(long)]
+    all: bool,
+    /// Jobs per batch (each batch its own transaction).
+    #[arg(long, default_value_t = jobq_core::limits::BULK_BATCH, allow_negative_numbers = true)]
+    batch_size: u32,
+}
+
+impl BulkArgs {
+    /// Whether any flag of a bulk run was given (refused next to an id).
+    fn given(&self) -> bool {
+        !self.filter().is_empty() || self.dry_run || self.all
+    }
+
+    fn filter(&self) -> JobFilter {
+        JobFilter {
+            queue: self.queue.clone(),
+            task: self.task.clone(),
+            status: self.status,
+            lock: self.lock.clone(),
+            limit: Some(self.batch_size),
+            ..self.time.filter()
+        }
+    }
+}
+
+impl TimeArgs {
+    fn filter(&self) -> JobFilter {
+        JobFilter {
+            created_since: self.since,
+            created_until: self.until,
+            finished_since: self.finished_since,
+            finished_until: self.finished_until,
+            ..JobFilter::default()
+        }
+    }
+}
+
+/// A time given as a duration ago (`1h`, `30m`, `7d`) or as RFC 3339.
+fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
+    match humantime::parse_duration(s) {
+        Ok(ago) => chrono::Duration::from_std(ago)
+            .ok()
+            .and_then(|ago| Utc::now().checked_sub_signed(ago))
+            .ok_or_else(|| format!("{s} ago is before any time jobq stores")),
+        Err(_) => {
+            parse_time(s).map_err(|e| format!("neither a duration (e.g. 1h, 7d) nor a time: {e}"))
+        }
+    }
 }
 
 fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
@@ -215,6 +323,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             task,
             status,
             lock,
+            time,
+            after,
             limit,
         }) => {
             let filter = JobFilter {
@@ -222,16 +332,51 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 task,
                 status,
                 lock,
+                after_id: after.map(JobId),
                 limit: Some(limit),
-                ..JobFilter::default()
+                ..time.filter()
             };
             jobq_core::limits::check_filter(&filter)?;
-            out.jobs(&db.session().await?.run(jobq.list(&filter)).await?);
+            let jobs = db.session().await?.run(jobq.list(&filter)).await?;
+            out.jobs(&jobs);
+            if let Some(last) = jobs
+                .last()
+                .filter(|_| jobs.len() as u64 >= u64::from(limit))
+            {
+                eprintln!("next page: --after {}", last.id);
+            }
         }
         Command::Jobs(JobsCommand::Show { id }) => {
             out.job(&db.session().await?.run(jobq.job(JobId(id))).await?)
         }
-        Command::Jobs(JobsCommand::Cancel { id, abort, delete }) => {
+        Command::Jobs(JobsCommand::Cancel {
+            id: None,
+            abort,
+            bulk: args,
+            ..
+        }) => bulk::run(&jobq, &mut db, bulk::Action::Cancel { abort }, &args, &out).await?,
+        Command::Jobs(JobsCommand::Retry {
+            id: None,
+            reset_attempts,
+            bulk: args,
+        }) => {
+            let action = bulk::Action::Retry { reset_attempts };
+            bulk::run(&jobq, &mut db, action, &args, &out).await?
+        }
+        Command::Jobs(JobsCommand::Delete { bulk: args }) => {
+            bulk::run(&jobq, &mut db, bulk::Action::Delete, &args, &out).await?
+        }
+        Command::Jobs(JobsCommand::Cancel {
+            id: Some(id),
+            abort,
+            delete,
+            bulk,
+        }) => {
+            if bulk.given() {
+                return Err(bad_input(
+                    "give a job id or a filter (--queue, --task, --status, --since, …), not both",
+                ));
+            }
             let mut cancel = jobq.cancel(JobId(id));
             if abort {
                 cancel = cancel.abort();
@@ -250,7 +395,17 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             out.outcome(id, text, &outcome);
         }
-        Command::Jobs(JobsCommand::Retry { id }) => {
+        Command::Jobs(JobsCommand::Retry {
+            id: Some(id),
+            reset_attempts,
+            bulk,
+        }) => {
+            if bulk.given() || reset_attempts {
+                return Err(bad_input(
+                    "give a job id or a filter (--queue, --task, --status, --since, …), not both; \
+                     --reset-attempts goes with a filter (a job's own retry keeps its attempts)",
+                ));
+            }
             let outcome = db.session().await?.run(jobq.retry(JobId(id))).await?;
             let text = match outcome {
                 RetryOutcome::Retried => "retried",
@@ -260,10 +415,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Queues => out.queues(&db.session().await?.run(jobq.queue_counts()).await?),
         Command::Workers => out.workers(&db.session().await?.run(jobq.workers()).await?),
-        Command::Prune { older_than } => {
-            let pruned = db.session().await?.run(jobq.prune(older_than)).await?;
-            out.count("pruned", pruned);
-        }
+        Command::Prune { older_than } => bulk::prune(&jobq, &mut db, older_than, &out).await?,
         Command::Healthcheck => {
             let version = db.session().await?.run(jobq.check_schema()).await?;
             out.message(&format!(

@@ -231,6 +231,68 @@ impl Output {
     }
 }
 
+/// The results of `jobq jobs retry|cancel|delete` by filter.
+impl Output {
+    /// What `--dry-run` found.
+    pub(crate) fn bulk_dry_run(&self, verb: &str, matched: u64) {
+        if self.mode == Mode::Json {
+            self.print_json(&json!({ "action": verb, "matched": matched, "dry_run": true }));
+        } else {
+            println!("would {verb} {matched} matching jobs (dry run: nothing changed)");
+        }
+    }
+
+    /// What a bulk run did, in one line (or one JSON object).
+    pub(crate) fn bulk_summary(
+        &self,
+        action: crate::bulk::Action,
+        matched: u64,
+        total: &crate::bulk::BulkTotal,
+    ) {
+        let (verb, done_verb) = action.verb();
+        if self.mode == Mode::Json {
+            let mut value = json!({
+                "action": verb,
+                "matched": matched,
+                done_verb: total.changed,
+            });
+            match action {
+                crate::bulk::Action::Retry { reset_attempts } => {
+                    value["conflicts"] = json!(total.conflicts);
+                    value["attempts_reset"] = json!(reset_attempts);
+                }
+                crate::bulk::Action::Cancel { abort: true } => {
+                    value["abort_requested"] = json!(total.abort_requested)
+                }
+                _ => {}
+            }
+            return self.print_json(&value);
+        }
+        let mut line = format!("{done_verb} {} of {matched} matching jobs", total.changed);
+        match action {
+            crate::bulk::Action::Retry { reset_attempts } => {
+                line.push_str(if reset_attempts {
+                    "; attempts reset to 0"
+                } else {
+                    "; attempts kept (each runs once more; --reset-attempts resets them)"
+                });
+                if total.conflicts > 0 {
+                    line.push_str(&format!(
+                        "; {} left as they were: another waiting job holds their queueing lock",
+                        total.conflicts
+                    ));
+                }
+            }
+            crate::bulk::Action::Cancel { abort: true } => line.push_str(&format!(
+                "; {} running asked to abort",
+                total.abort_requested
+            )),
+            _ => {}
+        }
+        println!("{line}");
+    }
+}
+
 /// The columns of `jobq jobs list`.
 const JOB_COLUMNS: [&str; 9] = [
     "id",

@@ -701,3 +701,218 @@ fn a_terminal_gets_box_tables_with_zoned_times() {
     assert!(has_box_characters(&run.stdout), "{}", run.stdout);
     assert!(run.stdout.contains(" UTC"), "{}", run.stdout);
 }
+
+/// Runs `sql` on the database (test setup: putting jobs into a status).
+fn exec(url: &str, sql: &str) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.batch_execute(sql).unwrap();
+}
+
+/// Each job's task, status and attempts, by id.
+fn job_states(url: &str) -> Vec<(String, String, i32)> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .query(
+            "SELECT task, status, attempts FROM jobq.jobs ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[test]
+fn bulk_retry_by_filter_counts_dry_runs_and_says_what_it_did_to_attempts() {
+    let db = jobq_tempdb::database();
+    let url = db.url();
+    for task in ["send_email", "send_email", "send_email", "other"] {
+        ok(url, &["defer", task, "{}"]);
+    }
+    exec(
+        url,
+        "UPDATE jobq.jobs SET status = 'failed', attempts = 20, finished_at = now() - interval '10 minutes'",
+    );
+    let filter = [
+        "--status",
+        "failed",
+        "--task",
+        "send_email",
+        "--since",
+        "1h",
+    ];
+    let dry = ok(
+        url,
+        &[&["jobs", "retry", "--dry-run"][..], &filter].concat(),
+    );
+    assert!(dry.contains("would retry 3 matching jobs"), "{dry}");
+    assert!(
+        job_states(url).iter().all(|j| j.1 == "failed"),
+        "a dry run changes nothing"
+    );
+
+    // Batches of 2 through a pipe: one plain progress line per batch on stderr, the summary on stdout.
+    let run = jobq(
+        url,
+        &[&["jobs", "retry", "--batch-size", "2"][..], &filter].concat(),
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("retried 3 of 3 matching jobs") && run.stdout.contains("attempts kept"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(run.stdout.lines().count(), 1, "{}", run.stdout);
+    assert!(run.stderr.contains("retried 2 of 3"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains('\u{1b}'),
+        "no bar through a pipe: {}",
+        run.stderr
+    );
+    let states = job_states(url);
+    assert_eq!(
+        states
+            .iter()
+            .map(|j| (j.1.as_str(), j.2))
+            .collect::<Vec<_>>(),
+        [("todo", 20), ("todo", 20), ("todo", 20), ("failed", 20)]
+    );
+
+    // --reset-attempts, in JSON: every retried job starts from 0 again.
+    exec(
+        url,
+        "UPDATE jobq.jobs SET status = 'failed', finished_at = now()",
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok(
+        url,
+        &[
+            "--json",
+            "jobs",
+            "retry",
+            "--task",
+            "other",
+            "--reset-attempts",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(
+        (
+            &json["retried"],
+            &json["attempts_reset"],
+            &json["conflicts"]
+        ),
+        (
+            &serde_json::json!(1),
+            &serde_json::json!(true),
+            &serde_json::json!(0)
+        )
+    );
+    assert_eq!(job_states(url)[3], ("other".into(), "todo".into(), 0));
+    // The single-job retry still works, and an id goes with no filter.
+    exec(
+        url,
+        "UPDATE jobq.jobs SET status = 'failed', finished_at = now() WHERE id = 1",
+    );
+    assert!(ok(url, &["jobs", "retry", "1"]).contains("retried"));
+    let both = jobq(url, &["jobs", "retry", "1", "--task", "other"]);
+    assert_eq!(both.code, 2, "{}", both.stderr);
+}
+
+#[test]
+fn bulk_cancel_and_delete_refuse_an_empty_filter_without_all() {
+    let db = jobq_tempdb::database();
+    let url = db.url();
+    for task in ["a", "a", "b"] {
+        ok(url, &["defer", task, "{}"]);
+    }
+    exec(
+        url,
+        "UPDATE jobq.jobs SET status = 'doing', worker_id = 1 WHERE id = 1",
+    );
+    for command in [["jobs", "delete"], ["jobs", "cancel"], ["jobs", "retry"]] {
+        let refused = jobq(url, &command);
+        assert_eq!(refused.code, 2, "{command:?}: {}", refused.stderr);
+        assert!(refused.stderr.contains("--all"), "{}", refused.stderr);
+    }
+    assert_eq!(count_jobs(url), 3);
+    let cancelled = ok(url, &["jobs", "cancel", "--task", "a"]);
+    assert!(cancelled.contains("cancelled 1 of 1"), "{cancelled}");
+    assert_eq!(
+        job_states(url)[0].1,
+        "doing",
+        "the running job is untouched"
+    );
+    let cancelled = ok(url, &["jobs", "cancel", "--task", "b"]);
+    assert!(cancelled.contains("cancelled 1 of 1"), "{cancelled}");
+    let aborted = ok(url, &["jobs", "cancel", "--task", "a", "--abort"]);
+    assert!(aborted.contains("1 running asked to abort"), "{aborted}");
+    let dry = ok(url, &["jobs", "delete", "--all", "--dry-run"]);
+    assert!(dry.contains("would delete 2 matching jobs"), "{dry}");
+    assert_eq!(count_jobs(url), 3);
+    let deleted = ok(url, &["jobs", "delete", "--all"]);
+    assert!(deleted.contains("deleted 2 of 2"), "{deleted}");
+    assert_eq!(job_states(url), [("a".into(), "doing".into(), 0)]);
+    let bad = jobq(url, &["jobs", "delete", "--task", "a", "--batch-size", "0"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    let bad = jobq(url, &["jobs", "delete", "--since", "yesterday-ish"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+}
+
+#[test]
+fn jobs_list_pages_by_id_and_filters_by_time() {
+    let db = jobq_tempdb::database();
+    let url = db.url();
+    for _ in 0..5 {
+        ok(url, &["defer", "t", "{}"]);
+    }
+    exec(
+        url,
+        "UPDATE jobq.jobs SET created_at = now() - interval '2 hours' WHERE id <= 2",
+    );
+    let first = jobq(url, &["jobs", "list", "--limit", "3"]);
+    assert_eq!(first.code, 0);
+    assert!(
+        first.stderr.contains("next page: --after 3"),
+        "{}",
+        first.stderr
+    );
+    let ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip(1)
+            .map(|l| l.split('\t').next().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(ids(&first.stdout), ["1", "2", "3"]);
+    let second = jobq(url, &["jobs", "list", "--limit", "3", "--after", "3"]);
+    assert_eq!(ids(&second.stdout), ["4", "5"]);
+    assert!(
+        !second.stderr.contains("next page"),
+        "the last page: {}",
+        second.stderr
+    );
+    assert_eq!(
+        ids(&ok(url, &["jobs", "list", "--since", "1h"])),
+        ["3", "4", "5"]
+    );
+    assert_eq!(
+        ids(&ok(url, &["jobs", "list", "--until", "1h"])),
+        ["1", "2"]
+    );
+    assert!(ids(&ok(url, &["jobs", "list", "--finished-since", "1h"])).is_empty());
+}
+
+#[test]
+fn prune_deletes_in_batches() {
+    let db = jobq_tempdb::database();
+    let url = db.url();
+    exec(
+        url,
+        "INSERT INTO jobq.jobs (task, status, finished_at)
+         SELECT 't', 'succeeded', now() - interval '2 days' FROM generate_series(1, 2500)",
+    );
+    let run = jobq(url, &["prune", "--older-than", "1d"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), "pruned 2500");
+    assert!(run.stderr.contains("pruned 1000 so far"), "{}", run.stderr);
+    assert_eq!(count_jobs(url), 0);
+}
