@@ -471,3 +471,58 @@ async fn prune_deletes_in_batches() {
         (0, false, first.cutoff)
     );
 }
+
+/// A deferral holding the queueing lock, not yet committed when the bulk retry reaches the job: the retry
+/// waits for it (as the single-job retry does), then reports the conflict instead of failing its statement.
+#[tokio::test]
+async fn bulk_retry_reports_a_queueing_lock_taken_by_a_transaction_still_open() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let other = connect(db.url()).await;
+    let jobq = Jobq::default();
+    jobq.defer_job(NewJob::new("t", serde_json::json!(null)))
+        .queueing_lock("nightly")
+        .run(Async(&client))
+        .await
+        .unwrap();
+    exec(
+        &client,
+        "UPDATE jobq.jobs SET status = 'failed', finished_at = now()",
+    )
+    .await;
+    exec(&other, "BEGIN").await;
+    jobq.defer_job(NewJob::new("t", serde_json::json!(null)))
+        .queueing_lock("nightly")
+        .run(Async(&other))
+        .await
+        .unwrap();
+    let url = db.url().to_owned();
+    let retry = tokio::spawn(async move {
+        let client = connect(&url).await;
+        Jobq::default()
+            .retry_matching(&JobFilter::default())
+            .run(Async(&client))
+            .await
+    });
+    // Wait until the retry waits for the open deferral (a lock wait on the server), then commit it.
+    loop {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE wait_event_type = 'Lock' AND query LIKE '%retry_job%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 || retry.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    exec(&other, "COMMIT").await;
+    let outcome = retry.await.unwrap().unwrap();
+    assert_eq!((outcome.changed, outcome.conflicts), (0, 1));
+    let statuses: Vec<String> = jobs(&client).await.into_iter().map(|j| j.2).collect();
+    assert_eq!(statuses, ["failed", "todo"]);
+}
