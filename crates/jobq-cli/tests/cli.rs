@@ -916,3 +916,54 @@ fn prune_deletes_in_batches() {
     assert!(run.stderr.contains("pruned 1000 so far"), "{}", run.stderr);
     assert_eq!(count_jobs(url), 0);
 }
+
+/// On a terminal a bulk run draws a bar (cleared at the end) instead of a line per batch, and prints its
+/// summary. Needs util-linux `script`, as the test above.
+#[test]
+fn a_terminal_gets_a_progress_bar_for_bulk_runs() {
+    let available = Command::new("script")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        eprintln!(
+            "a_terminal_gets_a_progress_bar_for_bulk_runs: NOT RUN: util-linux `script` is missing"
+        );
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "`script` is needed under CI"
+        );
+        return;
+    }
+    let db = jobq_tempdb::database();
+    for _ in 0..3 {
+        ok(db.url(), &["defer", "t", "{}"]);
+    }
+    let inner = format!(
+        "{} --database-url '{}' jobs cancel --task t --batch-size 2",
+        env!("CARGO_BIN_EXE_jobq"),
+        db.url()
+    );
+    let mut command = Command::new("script");
+    for name in JOBQ_VARIABLES {
+        command.env_remove(name);
+    }
+    let run = finished(
+        command
+            .args(["--quiet", "--return", "--command", &inner, "/dev/null"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{} {}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("cancelled 3 of 3 matching jobs"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("cancelled 2 of 3\r\n"),
+        "no plain batch lines: {}",
+        run.stdout
+    );
+    assert_eq!(count_jobs(db.url()), 3);
+}
