@@ -58,8 +58,8 @@ enum Command {
     /// List, show, cancel, retry or delete jobs, one by id or every one matching a filter.
     #[command(subcommand)]
     Jobs(JobsCommand),
-    /// Jobs by queue and status.
-    Queues,
+    /// Each queue's jobs by status, its lag and whether it is paused; pause or resume one.
+    Queues(QueuesArgs),
     /// Registered workers and their heartbeats.
     Workers,
     /// Delete finished jobs older than a duration, in batches of 1,000 (a progress bar on a terminal).
@@ -70,6 +70,28 @@ enum Command {
     },
     /// Connect and check the schema version; exit 0 when healthy.
     Healthcheck,
+}
+
+/// `jobq queues` lists the queues; `jobq queues pause|resume NAME` steers one.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct QueuesArgs {
+    #[command(subcommand)]
+    command: Option<QueuesCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+enum QueuesCommand {
+    /// Pause a queue: its waiting jobs stay waiting and no worker takes them (running jobs run on).
+    Pause {
+        /// The queue's name.
+        name: String,
+    },
+    /// Resume a paused queue and wake its workers.
+    Resume {
+        /// The queue's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -413,7 +435,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             };
             out.outcome(id, text, &outcome);
         }
-        Command::Queues => out.queues(&db.session().await?.run(jobq.queue_counts()).await?),
+        Command::Queues(args) => queues(&jobq, &mut db, args.command, &out).await?,
         Command::Workers => out.workers(&db.session().await?.run(jobq.workers()).await?),
         Command::Prune { older_than } => bulk::prune(&jobq, &mut db, older_than, &out).await?,
         Command::Healthcheck => {
@@ -450,6 +472,36 @@ fn new_job(args: &DeferArgs) -> Result<NewJob, Failure> {
     };
     jobq_core::limits::check_job(&job)?;
     Ok(job)
+}
+
+/// `jobq queues`: the listing (counts by status, then lag and pauses), or a pause or resume, whose name is
+/// checked before connecting.
+async fn queues(
+    jobq: &Jobq,
+    db: &mut connect::Database,
+    command: Option<QueuesCommand>,
+    out: &Output,
+) -> Result<(), Failure> {
+    let (name, pause) = match command {
+        None => {
+            let session = db.session().await?;
+            let counts = session.run(jobq.queue_counts()).await?;
+            let lag = session.run(jobq.queue_lag()).await?;
+            out.queues(&counts, &lag);
+            return Ok(());
+        }
+        Some(QueuesCommand::Pause { name }) => (name, true),
+        Some(QueuesCommand::Resume { name }) => (name, false),
+    };
+    jobq_core::limits::check_name("queue", &name)?;
+    let session = db.session().await?;
+    let changed = if pause {
+        session.run(jobq.pause_queue(&name)).await?
+    } else {
+        session.run(jobq.resume_queue(&name)).await?
+    };
+    out.steered(&name, pause, changed);
+    Ok(())
 }
 
 async fn defer(

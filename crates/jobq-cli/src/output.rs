@@ -4,10 +4,11 @@
 
 use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets::UTF8_BORDERS_ONLY};
-use jobq_core::{Job, JobId, QueueCount, WorkerInfo};
+use jobq_core::{Job, JobId, QueueCount, QueueLag, Status, WorkerInfo};
 use serde::Serialize;
 use serde_json::json;
 use std::io::IsTerminal;
+use std::time::Duration;
 
 /// How lists are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,15 +190,47 @@ impl Output {
         self.render(&["field", "value"], rows)
     }
 
-    pub(crate) fn queues(&self, counts: &[QueueCount]) {
+    /// `jobq queues`: one row per queue, its jobs by status, its lag and whether it is paused.
+    pub(crate) fn queues(&self, counts: &[QueueCount], lag: &[QueueLag]) {
+        let queues = queue_rows(counts, lag);
         if self.mode == Mode::Json {
-            return self.print_json(&counts);
+            return self.print_json(&queues);
         }
-        let rows = counts
+        println!("{}", self.render_queues(&queues));
+    }
+
+    fn render_queues(&self, queues: &[QueueRow<'_>]) -> String {
+        let mut header = vec!["queue"];
+        header.extend(Status::ALL.map(Status::as_str));
+        header.extend(["due", "scheduled", "oldest due", "state"]);
+        let rows = queues
             .iter()
-            .map(|c| vec![c.queue.clone(), c.status.to_string(), c.count.to_string()])
+            .map(|q| {
+                let mut row = vec![q.queue.to_owned()];
+                row.extend(Status::ALL.map(|s| q.counts.get(s.as_str()).unwrap_or(&0).to_string()));
+                row.push(q.due.to_string());
+                row.push(q.scheduled.to_string());
+                row.push(q.oldest_due_age_seconds.map_or(String::new(), age));
+                row.push(if q.paused { "paused" } else { "running" }.to_owned());
+                row
+            })
             .collect();
-        self.print(&["queue", "status", "jobs"], rows);
+        self.render(&header, rows)
+    }
+
+    /// What a pause or resume did.
+    pub(crate) fn steered(&self, queue: &str, pause: bool, changed: bool) {
+        let text = match (pause, changed) {
+            (true, true) => "paused",
+            (true, false) => "unchanged (paused already)",
+            (false, true) => "resumed",
+            (false, false) => "unchanged (not paused)",
+        };
+        if self.mode == Mode::Json {
+            self.print_json(&json!({ "queue": queue, "paused": pause, "changed": changed }));
+        } else {
+            println!("queue {queue}: {text}");
+        }
     }
 
     pub(crate) fn workers(&self, workers: &[WorkerInfo]) {
@@ -229,6 +262,63 @@ impl Output {
             rows,
         );
     }
+}
+
+/// One queue as `jobq queues` shows it (and writes it with `--json`).
+#[derive(Debug, Serialize)]
+struct QueueRow<'a> {
+    queue: &'a str,
+    /// Jobs by status; a status without jobs is left out.
+    counts: std::collections::BTreeMap<&'static str, i64>,
+    due: i64,
+    scheduled: i64,
+    oldest_due_at: Option<DateTime<Utc>>,
+    oldest_due_age_seconds: Option<f64>,
+    paused: bool,
+    paused_at: Option<DateTime<Utc>>,
+}
+
+/// Every queue that has jobs or is paused, by name: its counts by status with its lag beside them.
+fn queue_rows<'a>(counts: &'a [QueueCount], lag: &'a [QueueLag]) -> Vec<QueueRow<'a>> {
+    let mut rows: std::collections::BTreeMap<&str, QueueRow<'a>> = Default::default();
+    for c in counts {
+        let r = rows
+            .entry(&c.queue)
+            .or_insert_with(|| QueueRow::new(&c.queue));
+        r.counts.insert(c.status.as_str(), c.count);
+    }
+    for l in lag {
+        let r = rows
+            .entry(&l.queue)
+            .or_insert_with(|| QueueRow::new(&l.queue));
+        r.due = l.due;
+        r.scheduled = l.scheduled;
+        r.oldest_due_at = l.oldest_due_at;
+        r.oldest_due_age_seconds = l.oldest_due_age.map(|d| d.as_secs_f64());
+        r.paused = l.paused();
+        r.paused_at = l.paused_at;
+    }
+    rows.into_values().collect()
+}
+
+impl<'a> QueueRow<'a> {
+    fn new(queue: &'a str) -> Self {
+        Self {
+            queue,
+            counts: Default::default(),
+            due: 0,
+            scheduled: 0,
+            oldest_due_at: None,
+            oldest_due_age_seconds: None,
+            paused: false,
+            paused_at: None,
+        }
+    }
+}
+
+/// An age in whole seconds as people read it: `0s`, `42s`, `1h 2m 5s`, `3days 4h`.
+fn age(seconds: f64) -> String {
+    humantime::format_duration(Duration::from_secs(seconds as u64)).to_string()
 }
 
 /// The results of `jobq jobs retry|cancel|delete` by filter.

@@ -917,6 +917,124 @@ fn prune_deletes_in_batches() {
     assert_eq!(count_jobs(url), 0);
 }
 
+/// The header and the row of `queue` in `jobq queues`' plain text, as fields by column name.
+fn queue_row(listed: &str, queue: &str) -> Option<std::collections::HashMap<String, String>> {
+    let mut lines = listed.lines();
+    let header: Vec<&str> = lines.next()?.split('\t').collect();
+    lines
+        .map(|l| l.split('\t').collect::<Vec<_>>())
+        .find(|fields| fields[0] == queue)
+        .map(|fields| {
+            assert_eq!(fields.len(), header.len(), "{listed}");
+            header
+                .iter()
+                .zip(fields)
+                .map(|(h, f)| ((*h).to_owned(), f.to_owned()))
+                .collect()
+        })
+}
+
+/// `jobq queues pause|resume NAME` say what changed and exit 0; `jobq queues` lists each queue once with
+/// its counts by status, due and scheduled jobs, the oldest due job's age and its state (a paused queue
+/// without jobs too), in plain text and in JSON.
+#[test]
+fn queues_are_paused_resumed_and_listed_with_their_lag() {
+    let db = jobq_tempdb::database();
+    let url = db.url();
+    let paused = ok(url, &["queues", "pause", "emails"]);
+    assert_eq!(paused.trim(), "queue emails: paused");
+    let again = ok(url, &["queues", "pause", "emails"]);
+    assert_eq!(again.trim(), "queue emails: unchanged (paused already)");
+    ok(url, &["queues", "pause", "empty"]);
+    ok(url, &["defer", "send", "{}", "--queue", "emails"]);
+    ok(
+        url,
+        &["defer", "send", "{}", "--queue", "emails", "--in", "1h"],
+    );
+    ok(url, &["defer", "other", "{}"]);
+
+    let listed = ok(url, &["queues"]);
+    let emails = queue_row(&listed, "emails").unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        (
+            &emails["todo"][..],
+            &emails["doing"][..],
+            &emails["due"][..]
+        ),
+        ("2", "0", "1"),
+        "{listed}"
+    );
+    assert_eq!(&emails["scheduled"], "1", "{listed}");
+    assert!(!emails["oldest due"].is_empty(), "{listed}");
+    assert_eq!(&emails["state"], "paused", "{listed}");
+    let default = queue_row(&listed, "default").unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        (&default["todo"][..], &default["state"][..]),
+        ("1", "running")
+    );
+    let empty = queue_row(&listed, "empty").unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(
+        (&empty["todo"][..], &empty["due"][..], &empty["state"][..]),
+        ("0", "0", "paused"),
+        "a paused queue without jobs is listed: {listed}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&ok(url, &["--json", "queues"])).unwrap();
+    let emails = json
+        .as_array()
+        .and_then(|queues| queues.iter().find(|q| q["queue"] == "emails"))
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(emails["counts"]["todo"], 2, "{json}");
+    assert_eq!(
+        (&emails["due"], &emails["scheduled"]),
+        (&1.into(), &1.into())
+    );
+    assert!(
+        emails["oldest_due_age_seconds"].as_f64().unwrap() >= 0.0,
+        "{json}"
+    );
+    assert_eq!(emails["paused"], true, "{json}");
+    assert!(emails["paused_at"].is_string(), "{json}");
+
+    let resumed = ok(url, &["queues", "resume", "emails"]);
+    assert_eq!(resumed.trim(), "queue emails: resumed");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(url, &["--json", "queues", "resume", "emails"])).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"queue": "emails", "paused": false, "changed": false})
+    );
+    ok(url, &["queues", "resume", "empty"]);
+    let listed = ok(url, &["queues"]);
+    assert_eq!(
+        queue_row(&listed, "emails")
+            .map(|r| r["state"].clone())
+            .as_deref(),
+        Some("running"),
+        "{listed}"
+    );
+    assert!(
+        queue_row(&listed, "empty").is_none(),
+        "a resumed queue without jobs is gone: {listed}"
+    );
+}
+
+/// A queue name outside the limits exits 2 before connecting (the URL points nowhere), and a missing
+/// name is a usage error.
+#[test]
+fn bad_queue_names_to_pause_exit_2_before_connecting() {
+    let nowhere = "postgres://nobody@127.0.0.1:1/none";
+    let long = "q".repeat(1_001);
+    for command in ["pause", "resume"] {
+        let run = jobq(nowhere, &["queues", command, &long]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("MAX_NAME_BYTES"), "{}", run.stderr);
+        assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+        let run = jobq(nowhere, &["queues", command]);
+        assert_eq!(run.code, 2, "{}", run.stderr);
+    }
+}
+
 /// On a terminal a bulk run draws a bar (cleared at the end) instead of a line per batch, and prints its
 /// summary. Needs util-linux `script`, as the test above.
 #[test]
