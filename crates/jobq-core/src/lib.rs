@@ -14,6 +14,7 @@ mod error;
 mod executor;
 mod jobq;
 pub mod limits;
+pub mod metrics;
 mod model;
 pub mod network;
 mod query;
