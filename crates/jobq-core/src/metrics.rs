@@ -73,3 +73,187 @@ pub const QUEUE: &str = "queue";
 pub const STATUS: &str = "status";
 /// Label: how a handler run ended (`succeeded`, `failed`, `aborted`, `timed_out`, `released`).
 pub const OUTCOME: &str = "outcome";
+
+use crate::{QueueCount, QueueLag, Status};
+
+/// One queue gauge's value, as plain data: what the worker's `queue_metrics` sets through the `metrics`
+/// facade and what a dashboard renders as Prometheus text, from the same [`queue_gauges`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueGauge {
+    /// The metric's name, one of the `QUEUE_*` constants of this module.
+    pub name: &'static str,
+    /// Its labels as `(name, value)`: [`QUEUE`] first, then [`STATUS`] for [`QUEUE_JOBS`].
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value.
+    pub value: f64,
+}
+
+impl QueueGauge {
+    fn new(name: &'static str, queue: &str, value: f64) -> Self {
+        Self {
+            name,
+            labels: vec![(QUEUE, queue.to_owned())],
+            value,
+        }
+    }
+}
+
+/// The queue gauges for what [`Jobq::queue_lag`](crate::Jobq::queue_lag) and
+/// [`Jobq::queue_counts`](crate::Jobq::queue_counts) returned: the one mapping from those rows to gauge
+/// values.
+///
+/// Every queue named in either input gets every gauge: [`QUEUE_DUE_JOBS`], [`QUEUE_SCHEDULED_JOBS`],
+/// [`QUEUE_OLDEST_DUE_AGE`] (0 when no job is due), [`QUEUE_PAUSED`] (1 or 0), and [`QUEUE_JOBS`] for every
+/// [`Status`] (0 for a status it has no job in), so a series that empties reads 0 rather than vanishing.
+/// A queue in neither input (no job left and not paused) gets none; a process that sets these gauges over
+/// time should set that queue's series to 0 (the worker's `queue_metrics` does). The order is stable: by
+/// queue name, then the gauges in the order above, statuses in [`Status::ALL`] order.
+pub fn queue_gauges(lag: &[QueueLag], counts: &[QueueCount]) -> Vec<QueueGauge> {
+    let mut queues: Vec<&str> = lag
+        .iter()
+        .map(|l| l.queue.as_str())
+        .chain(counts.iter().map(|c| c.queue.as_str()))
+        .collect();
+    queues.sort_unstable();
+    queues.dedup();
+    let mut gauges = Vec::with_capacity(queues.len() * (4 + Status::ALL.len()));
+    for queue in queues {
+        let row = lag.iter().find(|l| l.queue == queue);
+        let due = row.map_or(0, |l| l.due);
+        let scheduled = row.map_or(0, |l| l.scheduled);
+        let age = row
+            .and_then(|l| l.oldest_due_age)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let paused = row.is_some_and(QueueLag::paused);
+        gauges.push(QueueGauge::new(QUEUE_DUE_JOBS, queue, due as f64));
+        gauges.push(QueueGauge::new(
+            QUEUE_SCHEDULED_JOBS,
+            queue,
+            scheduled as f64,
+        ));
+        gauges.push(QueueGauge::new(QUEUE_OLDEST_DUE_AGE, queue, age));
+        gauges.push(QueueGauge::new(
+            QUEUE_PAUSED,
+            queue,
+            if paused { 1.0 } else { 0.0 },
+        ));
+        for status in Status::ALL {
+            let count: i64 = counts
+                .iter()
+                .filter(|c| c.queue == queue && c.status == status)
+                .map(|c| c.count)
+                .sum();
+            let mut gauge = QueueGauge::new(QUEUE_JOBS, queue, count as f64);
+            gauge.labels.push((STATUS, status.as_str().to_owned()));
+            gauges.push(gauge);
+        }
+    }
+    gauges
+}
+
+/// The help text of one of jobq's metrics, by name (for an exporter's `describe_*` or a `# HELP` line);
+/// `None` for a name that is not jobq's.
+pub fn help(name: &str) -> Option<&'static str> {
+    Some(match name {
+        JOBS_STARTED => "Job handlers started.",
+        JOBS_SUCCEEDED => "Jobs that succeeded.",
+        JOBS_RETRIED => "Failed attempts that will be retried.",
+        JOBS_FAILED => "Jobs failed for good (no retry left, or a permanent error).",
+        JOBS_ABORTED => "Jobs aborted on request.",
+        JOBS_TIMED_OUT => "Attempts stopped by their timeout (also counted as retried or failed).",
+        JOBS_RELEASED => "Jobs put back uncharged by the worker's shutdown.",
+        JOB_DURATION => "Handler run time in seconds.",
+        JOB_QUEUE_WAIT => "Seconds from when a job became due to its start.",
+        JOBS_RUNNING => "Job handlers running in this process.",
+        FETCH_DURATION => "Seconds one fetch statement took, sent to answered.",
+        FETCHED_JOBS => "Jobs fetched.",
+        COMPLETION_DURATION => "Seconds one statement reporting a batch of job ends took.",
+        COMPLETIONS_PENDING => "Job ends waiting to be reported to the server.",
+        QUEUE_JOBS => "Jobs in the table by queue and status.",
+        QUEUE_DUE_JOBS => "Waiting jobs due now.",
+        QUEUE_SCHEDULED_JOBS => "Waiting jobs scheduled for later.",
+        QUEUE_OLDEST_DUE_AGE => "Seconds the oldest due job has waited (0 when none is due).",
+        QUEUE_PAUSED => "1 while the queue is paused, else 0.",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn lag(queue: &str, due: i64, scheduled: i64, age: Option<u64>, paused: bool) -> QueueLag {
+        QueueLag {
+            queue: queue.into(),
+            due,
+            scheduled,
+            oldest_due_at: age.map(|_| chrono::Utc::now()),
+            oldest_due_age: age.map(Duration::from_secs),
+            paused_at: paused.then(chrono::Utc::now),
+        }
+    }
+
+    fn count(queue: &str, status: Status, count: i64) -> QueueCount {
+        QueueCount {
+            queue: queue.into(),
+            status,
+            count,
+        }
+    }
+
+    fn value(gauges: &[QueueGauge], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        gauges
+            .iter()
+            .find(|g| {
+                g.name == name
+                    && g.labels.len() == labels.len()
+                    && g.labels
+                        .iter()
+                        .zip(labels)
+                        .all(|(a, b)| a.0 == b.0 && a.1 == b.1)
+            })
+            .map(|g| g.value)
+    }
+
+    #[test]
+    fn queue_gauges_map_lag_and_counts() {
+        let lags = [
+            lag("emails", 3, 2, Some(40), false),
+            lag("idle", 0, 0, None, true),
+        ];
+        let counts = [
+            count("emails", Status::Todo, 5),
+            count("emails", Status::Failed, 1),
+            count("done", Status::Succeeded, 7),
+        ];
+        let g = queue_gauges(&lags, &counts);
+        // Three queues, each with four lag gauges and one count gauge per status.
+        assert_eq!(g.len(), 3 * (4 + Status::ALL.len()));
+        let q = |queue| [(QUEUE, queue)];
+        assert_eq!(value(&g, QUEUE_DUE_JOBS, &q("emails")), Some(3.0));
+        assert_eq!(value(&g, QUEUE_SCHEDULED_JOBS, &q("emails")), Some(2.0));
+        assert_eq!(value(&g, QUEUE_OLDEST_DUE_AGE, &q("emails")), Some(40.0));
+        assert_eq!(value(&g, QUEUE_PAUSED, &q("emails")), Some(0.0));
+        assert_eq!(value(&g, QUEUE_PAUSED, &q("idle")), Some(1.0));
+        assert_eq!(value(&g, QUEUE_OLDEST_DUE_AGE, &q("idle")), Some(0.0));
+        // A queue only in the counts has zero lag.
+        assert_eq!(value(&g, QUEUE_DUE_JOBS, &q("done")), Some(0.0));
+        assert_eq!(value(&g, QUEUE_PAUSED, &q("done")), Some(0.0));
+        let s = |queue, status| [(QUEUE, queue), (STATUS, status)];
+        assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "todo")), Some(5.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "failed")), Some(1.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "doing")), Some(0.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("done", "succeeded")), Some(7.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("idle", "todo")), Some(0.0));
+        // Sorted by queue name.
+        assert_eq!(g[0].labels[0].1, "done");
+        assert_eq!(g.last().map(|g| g.labels[0].1.as_str()), Some("idle"));
+        assert!(g.iter().all(|g| help(g.name).is_some()));
+    }
+
+    #[test]
+    fn queue_gauges_of_nothing_is_empty() {
+        assert!(queue_gauges(&[], &[]).is_empty());
+    }
+}
