@@ -36,6 +36,8 @@ pub(crate) struct Config {
     pub(super) prune_after: Option<Duration>,
     pub(super) listen: bool,
     pub(super) fetch_unknown_tasks: bool,
+    /// How often to set the queue gauges (feature `metrics`); never when `None`.
+    pub(super) queue_metrics: Option<Duration>,
     pub(super) state: Arc<State>,
 }
 
@@ -73,6 +75,7 @@ impl<B: Backend> Worker<B> {
                     prune_after: None,
                     listen: true,
                     fetch_unknown_tasks: false,
+                    queue_metrics: None,
                     state: Arc::default(),
                 },
             },
@@ -256,6 +259,21 @@ impl<B: Backend> WorkerBuilder<B> {
         self
     }
 
+    /// Sets the queue gauges (`jobq_queue_*`: due, scheduled, oldest due age, paused, jobs by status; see
+    /// [`crate::metrics`]) every `interval`, from [`Jobq::queue_lag`] and [`Jobq::queue_counts`], through the
+    /// `metrics` facade (off by default).
+    ///
+    /// The gauges describe the whole table, not this worker, so one worker of a deployment is enough
+    /// (several set the same values). `queue_counts` counts every job, finished ones too, so on a large
+    /// table choose an interval of tens of seconds, or prune. A queue that disappears (no job left and not
+    /// paused) has its gauges set to 0 once and is then left alone. A statement that fails is logged and
+    /// tried again at the next interval; it never delays a heartbeat.
+    #[cfg(feature = "metrics")]
+    pub fn queue_metrics(mut self, interval: Duration) -> Self {
+        self.worker.config.queue_metrics = Some(interval);
+        self
+    }
+
     /// The worker. Its settings are checked when it starts.
     pub fn build(self) -> Worker<B> {
         let mut worker = self.worker;
@@ -280,6 +298,10 @@ impl Config {
             ("heartbeat_interval", self.heartbeat_interval),
             ("poll_interval", self.poll_interval),
             ("statement_timeout", self.statement_timeout),
+            (
+                "queue_metrics",
+                self.queue_metrics.unwrap_or(Duration::from_secs(1)),
+            ),
         ] {
             if value.is_zero() {
                 return refuse(setting, "must be more than zero".into());

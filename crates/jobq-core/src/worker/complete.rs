@@ -71,6 +71,11 @@ impl Completion {
         self.end
     }
 
+    /// When a retry runs again; `None` for now, or for an end that is not a retry.
+    pub(super) fn scheduled_at(&self) -> Option<DateTime<Utc>> {
+        self.scheduled_at
+    }
+
     /// Attempt `attempt` of job `id` ends as `end`, with `error` (its NUL characters replaced).
     pub(super) fn new(id: JobId, attempt: i32, end: End, error: Option<&str>) -> Self {
         Self {
@@ -213,19 +218,24 @@ async fn report<B: Backend>(shared: &Shared<B>, batch: Vec<Completion>) -> Vec<C
     let mut again = Vec::new();
     let mut parts = vec![batch];
     while let Some(part) = parts.pop() {
-        match shared
+        let sent = Instant::now();
+        let answer = shared
             .run(shared.jobq.complete(shared.worker_id(), &part))
-            .await
-        {
+            .await;
+        shared.metrics.completion_sent(sent.elapsed());
+        match answer {
             Ok(busy) => {
                 let busy: HashSet<JobId> = busy.into_iter().collect();
+                let mut taken = 0;
                 for completion in part {
                     if busy.contains(&completion.id) {
                         again.push(completion);
                     } else {
                         shared.let_go(completion.id);
+                        taken += 1;
                     }
                 }
+                shared.metrics.pending_taken(taken);
             }
             Err(e) if is_transient(&e) => {
                 tracing::warn!(error = %e, jobs = part.len(), "ending jobs failed; trying again");
@@ -246,6 +256,7 @@ async fn report<B: Backend>(shared: &Shared<B>, batch: Vec<Completion>) -> Vec<C
                     // Even the plain failure was refused: leave the job to the heartbeat, which puts it back.
                     tracing::error!(id = %completion.id, error = %e, "the server refused this job's end twice; it will run again");
                     shared.let_go(completion.id);
+                    shared.metrics.pending_taken(1);
                 } else {
                     tracing::error!(id = %completion.id, error = %e, "the server refused this job's end; failing it with the reason");
                     parts.push(vec![completion.refused(&e)]);

@@ -3,6 +3,7 @@
 use super::Backend;
 use super::JobError;
 use super::complete::{Completion, End};
+use super::metrics::Ran;
 use super::shared::{Running, Shared};
 use super::task::JobContext;
 use crate::Job;
@@ -11,6 +12,7 @@ use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -48,18 +50,39 @@ async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSema
             by_shutdown: by_shutdown.clone(),
         },
     );
-    let span = tracing::info_span!("job", id = %job.id, task = %job.task, queue = %job.queue, attempt = job.attempts);
+    let span = tracing::info_span!(
+        "job",
+        id = %job.id,
+        task = %job.task,
+        queue = %job.queue,
+        attempt = job.attempts,
+        // Recorded when the handler returns: its run time, and how it ended (a `Ran` label value).
+        duration_ms = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let metrics = shared.metrics.started(&job);
+    let started = Instant::now();
     let outcome = run_handler(&shared, &job, &abort)
         .instrument(span.clone())
         .await;
-    let completion = match outcome {
+    let duration = started.elapsed();
+    let ran = match outcome {
+        Outcome::Succeeded => Ran::Succeeded,
+        Outcome::Aborted if by_shutdown.load(Ordering::Relaxed) => Ran::Released,
+        Outcome::Aborted => Ran::Aborted,
+        Outcome::Failed(_) => Ran::Failed,
+        Outcome::TimedOut(_) => Ran::TimedOut,
+    };
+    span.record("duration_ms", duration.as_secs_f64() * 1000.0);
+    span.record("outcome", ran.as_str());
+    let completion = span.in_scope(|| match outcome {
         Outcome::Succeeded => {
-            span.in_scope(|| tracing::info!("job succeeded"));
+            tracing::info!("job succeeded");
             Completion::succeeded(job.id, job.attempts, shared.config.delete_succeeded)
         }
-        Outcome::Aborted if by_shutdown.load(Ordering::Relaxed) => {
+        Outcome::Aborted if ran == Ran::Released => {
             // Not the job's fault: back to the queue, the attempt not charged.
-            span.in_scope(|| tracing::warn!("job interrupted by worker shutdown; putting it back"));
+            tracing::warn!("job interrupted by worker shutdown; putting it back");
             Completion::new(
                 job.id,
                 job.attempts,
@@ -68,7 +91,7 @@ async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSema
             )
         }
         Outcome::Aborted => {
-            span.in_scope(|| tracing::info!("job aborted"));
+            tracing::info!("job aborted");
             Completion::new(
                 job.id,
                 job.attempts,
@@ -76,16 +99,14 @@ async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSema
                 Some("aborted on request"),
             )
         }
-        Outcome::Failed(error) => {
-            span.in_scope(|| tracing::warn!(error = %error, "job failed"));
-            shared.after_failure(&job, &error)
-        }
+        // `after_failure` emits the failed attempt's event: retried when, or final and why.
+        Outcome::Failed(error) => shared.after_failure(&job, &error),
         Outcome::TimedOut(limit) => {
-            span.in_scope(|| tracing::warn!(?limit, "job timed out"));
             let error = JobError::new(format!("timed out after {limit:?}")).with_kind("timeout");
             shared.after_failure(&job, &error)
         }
-    };
+    });
+    metrics.ended(&shared.metrics, ran, completion.end(), duration);
     shared.running().remove(&job.id);
     shared.end(completion);
     drop(permit);

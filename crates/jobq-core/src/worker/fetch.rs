@@ -67,7 +67,11 @@ pub(super) async fn fetch_loop<B: Backend>(
         }
         tokio::select! {
             biased;
-            () = &mut shutdown => return waiting,
+            () = &mut shutdown => {
+                // The shutdown puts them back uncharged.
+                shared.metrics.released_unstarted(&waiting);
+                return waiting;
+            }
             () = shared.wake.notified() => {}
             () = tokio::time::sleep(pause) => {}
         }
@@ -92,9 +96,11 @@ pub(super) async fn take<B: Backend>(shared: &Shared<B>, want: usize) -> Result<
     let queues = shared.config.queues.as_deref();
     let tasks = shared.fetched_tasks.as_deref();
     let _turn = shared.handover.lock().await;
+    let sent = Instant::now();
     let rows = shared
         .run(shared.jobq.fetch(shared.worker_id(), queues, tasks, want))
         .await?;
+    shared.metrics.fetched(rows.len(), sent.elapsed());
     let mut jobs = Vec::with_capacity(rows.len());
     for row in rows {
         match row {

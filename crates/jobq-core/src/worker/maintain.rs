@@ -4,21 +4,61 @@
 
 use super::Backend;
 use super::JobError;
+use super::metrics::QueueGauges;
 use super::shared::Shared;
 use crate::Error;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-/// Runs [`maintain_once`] every heartbeat interval, for as long as the worker lives (shutdown included).
+/// Runs [`maintain_once`] every heartbeat interval, for as long as the worker lives (shutdown included);
+/// with [`queue_metrics`](super::WorkerBuilder::queue_metrics), also [`queue_metrics_once`] at its interval,
+/// beside it in the same task (so a slow count never delays a heartbeat, and both stop together).
 pub(super) async fn maintain<B: Backend>(shared: Arc<Shared<B>>) {
-    let mut ticker = tokio::time::interval(shared.config.heartbeat_interval);
+    tokio::join!(heartbeats(&shared), queue_metrics(&shared));
+}
+
+fn every(period: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}
+
+async fn heartbeats<B: Backend>(shared: &Shared<B>) {
+    let mut ticker = every(shared.config.heartbeat_interval);
     loop {
         ticker.tick().await;
-        if let Err(e) = maintain_once(&shared).await {
+        if let Err(e) = maintain_once(shared).await {
             tracing::warn!(error = %e, "worker maintenance failed; trying again next heartbeat");
         }
     }
+}
+
+/// Sets the queue gauges at every tick of `queue_metrics`; returns at once when it is not set.
+async fn queue_metrics<B: Backend>(shared: &Shared<B>) {
+    let Some(interval) = shared.config.queue_metrics else {
+        return;
+    };
+    let mut ticker = every(interval);
+    let mut gauges = QueueGauges::default();
+    loop {
+        ticker.tick().await;
+        if let Err(e) = queue_metrics_once(shared, &mut gauges).await {
+            tracing::warn!(error = %e, "reading the queue gauges failed; trying again at the next interval");
+        }
+    }
+}
+
+/// Reads [`Jobq::queue_lag`](crate::Jobq::queue_lag) and [`Jobq::queue_counts`](crate::Jobq::queue_counts)
+/// and sets the queue gauges from them ([`crate::metrics::queue_gauges`]).
+async fn queue_metrics_once<B: Backend>(
+    shared: &Shared<B>,
+    gauges: &mut QueueGauges,
+) -> Result<(), Error> {
+    let lag = shared.run(shared.jobq.queue_lag()).await?;
+    let counts = shared.run(shared.jobq.queue_counts()).await?;
+    gauges.set(crate::metrics::queue_gauges(&lag, &counts));
+    Ok(())
 }
 
 /// One heartbeat; while the worker is not stopping, also stalled-job recovery and pruning.
@@ -69,7 +109,9 @@ pub(super) async fn maintain_once<B: Backend>(shared: &Shared<B>) -> Result<(), 
             for job in stalled {
                 tracing::warn!(id = %job.id, task = %job.task, "recovering a job of a stalled worker");
                 let error = JobError::new("its worker stopped heartbeating (stalled)");
-                shared.end(shared.after_failure(&job, &error));
+                let completion = shared.after_failure(&job, &error);
+                shared.metrics.ended_unstarted(&job, completion.end());
+                shared.end(completion);
             }
         }
     }

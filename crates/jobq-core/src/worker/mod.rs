@@ -52,6 +52,8 @@ mod listen;
 #[cfg(feature = "worker")]
 mod maintain;
 #[cfg(feature = "worker")]
+mod metrics;
+#[cfg(feature = "worker")]
 mod periodic;
 mod retry;
 #[cfg(feature = "worker")]

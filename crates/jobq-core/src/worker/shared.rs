@@ -48,6 +48,8 @@ pub(super) struct Shared<B> {
     pub(super) stopping: AtomicBool,
     /// Whether the LISTEN connection still hears (see [`Probe`]).
     pub(super) probe: super::listen::Probe,
+    /// The worker's metrics (nothing without the `metrics` feature).
+    pub(super) metrics: super::metrics::Metrics,
 }
 
 impl<B: Backend> Shared<B> {
@@ -79,6 +81,7 @@ impl<B: Backend> Shared<B> {
             completions,
             stopping: AtomicBool::new(false),
             probe: super::listen::Probe::default(),
+            metrics: super::metrics::Metrics::default(),
         }
     }
 
@@ -133,23 +136,61 @@ impl<B: Backend> Shared<B> {
     pub(super) fn end(&self, completion: Completion) {
         // The completer lives as long as the worker does; after it ended, the job stays held and the
         // shutdown reports it as unreported.
-        let _ = self.completions.send(completion);
+        if self.completions.send(completion).is_ok() {
+            self.metrics.pending_added(1);
+        }
     }
 
     /// The end of a failed attempt: a retry per the task's strategy, or `failed`. A job of a task this
     /// worker does not know (recovered from a stalled worker, say) is retried at once: the strategy is the
     /// business of a worker that knows the task.
+    ///
+    /// Emits the attempt's event (in the caller's span): a warning with `retry_at` and `retry_in` when it
+    /// will be retried, an error with `final = true` and the `reason` when it will not.
     pub(super) fn after_failure(&self, job: &Job, error: &JobError) -> Completion {
         use super::complete::End;
         let attempt = u32::try_from(job.attempts).unwrap_or(0);
-        let decision = match self.tasks.get(&job.task) {
+        let task = self.tasks.get(&job.task);
+        let decision = match task {
             Some(task) => task.retry.after_failure(attempt, error),
             None if error.is_retryable() => Some(super::RetryDecision::default()),
             None => None,
         };
         match decision {
-            Some(d) => Completion::retry(job.id, job.attempts, error.message(), d),
-            None => Completion::new(job.id, job.attempts, End::Failed, Some(error.message())),
+            Some(d) => {
+                let completion = Completion::retry(job.id, job.attempts, error.message(), d);
+                let now = chrono::Utc::now();
+                let retry_at = completion.scheduled_at().unwrap_or(now);
+                let retry_in = (retry_at - now).to_std().unwrap_or_default();
+                tracing::warn!(
+                    error = %error,
+                    kind = error.kind(),
+                    attempt,
+                    retry_at = %retry_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    // Whole milliseconds read better than the nanoseconds of a computed wait.
+                    retry_in = ?Duration::from_millis(u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX)),
+                    "job failed; it will be retried"
+                );
+                completion
+            }
+            None => {
+                let reason = if !error.is_retryable() {
+                    "permanent error"
+                } else if task.is_some_and(|t| attempt >= t.retry.max_attempts()) {
+                    "attempts exhausted"
+                } else {
+                    "the task's retry strategy declined"
+                };
+                tracing::error!(
+                    error = %error,
+                    kind = error.kind(),
+                    attempt,
+                    final = true,
+                    reason,
+                    "job failed for good"
+                );
+                Completion::new(job.id, job.attempts, End::Failed, Some(error.message()))
+            }
         }
     }
 
