@@ -468,6 +468,7 @@ fn new_job(args: &DeferArgs) -> Result<NewJob, Failure> {
             lock: args.lock.clone(),
             queueing_lock: args.queueing_lock.clone(),
             scheduled_at: at,
+            trace_context: None,
         },
     };
     jobq_core::limits::check_job(&job)?;

@@ -201,7 +201,12 @@ impl Jobq {
     /// compact text (about 35 bytes for a tiny job; a `serde_json::Value` object costs over 600) and the
     /// driver's copy of it. On the server, a batch with queueing locks takes them in their sort order, so two
     /// batches never deadlock over them.
+    ///
+    /// With the feature `opentelemetry`, a job without a [`JobOptions::trace_context`] of its own gets the
+    /// current span's (read once for the batch); see [`Defer::trace_context`].
     pub fn defer_batch(&self, jobs: impl IntoIterator<Item = NewJob>) -> Query<Vec<JobId>> {
+        // Once for the whole batch: every job of it is deferred in the same span.
+        let current = current_trace_context();
         let mut arg = vec![b'['];
         for (i, job) in jobs.into_iter().enumerate() {
             // As `limits::check_batch` names the job.
@@ -216,7 +221,7 @@ impl Jobq {
             if i > 0 {
                 arg.push(b',');
             }
-            if let Err(e) = serde_json::to_writer(&mut arg, &Wire::from(&job)) {
+            if let Err(e) = serde_json::to_writer(&mut arg, &Wire::new(&job, current.as_deref())) {
                 return Query::refused(e.into());
             }
         }
@@ -462,16 +467,51 @@ struct Wire<'a> {
     args: &'a serde_json::Value,
     #[serde(flatten)]
     options: &'a JobOptions,
+    /// The deferring span's trace context, for a job that has none of its own in `options` (so the key is
+    /// written at most once, and not at all when no context is known).
+    #[serde(rename = "trace_context", skip_serializing_if = "Option::is_none")]
+    inherited: Option<&'a str>,
 }
 
-impl<'a> From<&'a NewJob> for Wire<'a> {
-    fn from(job: &'a NewJob) -> Self {
+impl<'a> Wire<'a> {
+    /// `job`, with `current` (the deferring span's trace context) unless it has a trace context of its own.
+    fn new(job: &'a NewJob, current: Option<&'a str>) -> Self {
         Self {
             task: &job.task,
             args: &job.args,
             options: &job.options,
+            inherited: current.filter(|_| job.options.trace_context.is_none()),
         }
     }
+}
+
+/// The W3C `traceparent` of the current span, when it has a valid OpenTelemetry context: the `tracing`
+/// span's (through tracing-opentelemetry's layer), else OpenTelemetry's own current context (an
+/// application that uses the OpenTelemetry API directly). Always `None` without the feature
+/// `opentelemetry`.
+fn current_trace_context() -> Option<String> {
+    #[cfg(feature = "opentelemetry")]
+    {
+        use opentelemetry::trace::TraceContextExt;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let from_span = tracing::Span::current().context();
+        let span = from_span.span();
+        let mut context = span.span_context().clone();
+        if !context.is_valid() {
+            let current = opentelemetry::Context::current();
+            context = current.span().span_context().clone();
+        }
+        context.is_valid().then(|| {
+            limits::TraceParent {
+                trace_id: u128::from_be_bytes(context.trace_id().to_bytes()),
+                span_id: u64::from_be_bytes(context.span_id().to_bytes()),
+                flags: context.trace_flags().to_u8(),
+            }
+            .to_string()
+        })
+    }
+    #[cfg(not(feature = "opentelemetry"))]
+    None
 }
 
 /// A deferral being configured: queue, priority, locks and schedule. Run it like any [`Operation`].
@@ -540,24 +580,57 @@ impl Defer {
     pub fn options(self, options: JobOptions) -> Self {
         self.with(|o| *o = options)
     }
+
+    /// Stores this trace context with the job, a W3C `traceparent` header
+    /// (`00-<trace id>-<parent id>-<flags>`), instead of the current span's: the worker's `job` span links
+    /// to it. One that is not a valid `traceparent` ([`limits::check_trace_context`]) is refused with
+    /// [`Error::InvalidInput`] before any SQL is sent.
+    ///
+    /// Without it, and with the feature `opentelemetry`, a deferral run inside a `tracing` span that has
+    /// an OpenTelemetry context (through `tracing-opentelemetry`'s layer) stores that span's traceparent;
+    /// outside one it stores none. See `docs/tracing.md`.
+    ///
+    /// ```no_run
+    /// # async fn demo<V, C: jobq_core::IntoAsyncExecutor<V> + Send>(conn: C) -> Result<(), jobq_core::Error> {
+    /// use jobq_core::prelude::*;
+    ///
+    /// // The `traceparent` header of the request this job comes from.
+    /// let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// Jobq::default()
+    ///     .defer_job(NewJob::new("send_email", serde_json::json!({"to": "a@example.com"})))
+    ///     .trace_context(traceparent)
+    ///     .run(conn)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn trace_context(self, traceparent: impl Into<String>) -> Self {
+        let traceparent = traceparent.into();
+        self.with(|o| o.trace_context = Some(traceparent))
+    }
 }
 
 impl Operation for Defer {
     type Output = JobId;
 
     fn into_query(self) -> Query<JobId> {
-        match self.job {
-            Ok(job) => match limits::check_job(&job) {
-                Ok(()) => match serde_json::to_string(&Wire::from(&job)) {
-                    Ok(arg) => self
-                        .jobq
-                        .deferral(&self.jobq.sql.defer_one, Some(arg))
-                        .map(|ids| ids.into_iter().next().ok_or_else(no_row)),
-                    Err(e) => Query::refused(e.into()),
-                },
-                Err(e) => Query::refused(e),
-            },
-            Err(e) => Query::refused(e),
+        let job = match self
+            .job
+            .and_then(|job| limits::check_job(&job).map(|()| job))
+        {
+            Ok(job) => job,
+            Err(e) => return Query::refused(e),
+        };
+        // The current span's only for a job without a trace context of its own.
+        let current = match job.options.trace_context {
+            None => current_trace_context(),
+            Some(_) => None,
+        };
+        match serde_json::to_string(&Wire::new(&job, current.as_deref())) {
+            Ok(arg) => self
+                .jobq
+                .deferral(&self.jobq.sql.defer_one, Some(arg))
+                .map(|ids| ids.into_iter().next().ok_or_else(no_row)),
+            Err(e) => Query::refused(e.into()),
         }
     }
 }

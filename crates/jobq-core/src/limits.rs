@@ -9,6 +9,7 @@
 //! | task, queue, lock and queueing-lock names | at most [`MAX_NAME_BYTES`] bytes of UTF-8, no NUL | a btree index entry holds at most 2,704 bytes; `text` holds no NUL |
 //! | a schedule (`scheduled_at`, `Defer::at`, `Defer::after`) | [`EARLIEST`]`..=`[`LATEST`] | chrono writes the year 0, earlier years and years past 9999 in forms PostgreSQL cannot read |
 //! | the arguments | no NUL in any string or key; arrays and objects nested at most [`MAX_ARGS_DEPTH`] deep | `jsonb` holds no `\u0000`; it stores deeper values, but serde_json reads 128 levels by default |
+//! | a trace context (`JobOptions::trace_context`, `Defer::trace_context`) | a W3C `traceparent` of version 00 ([`check_trace_context`]) | it would store anything; a worker could not link to it |
 //!
 //! Reading is the other way round: rows are read whatever their depth (serde_json's recursion limit off,
 //! serde_stacker growing the stack), so one job written by something else cannot make listing fail for
@@ -203,8 +204,103 @@ fn check_value<'a>(
     }
 }
 
-/// Checks everything a deferral sends: a non-empty task name, every name, the schedule and the arguments.
-/// Single and batch deferrals both use it (and so can a periodic job, before its first tick).
+/// How long a W3C `traceparent` of version 00 is: `00-`, 32 hex digits of trace id, `-`, 16 of parent (span)
+/// id, `-`, 2 of flags.
+pub const TRACE_CONTEXT_LEN: usize = 55;
+
+/// A W3C `traceparent` taken apart: the trace id, the parent (span) id and the trace flags.
+#[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))] // the worker's link reads the parts
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceParent {
+    pub(crate) trace_id: u128,
+    pub(crate) span_id: u64,
+    pub(crate) flags: u8,
+}
+
+impl TraceParent {
+    /// Reads a `traceparent` of version 00 as the W3C Trace Context spec writes it: `00-`, the trace id as
+    /// 32 lowercase hex digits, `-`, the parent id as 16, `-`, the flags as 2; neither id all zeros. `None`
+    /// otherwise (other versions too: jobq writes and stores version 00 only).
+    pub(crate) fn parse(header: &str) -> Option<Self> {
+        fn hex(field: &str) -> Option<u128> {
+            field
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                .then(|| u128::from_str_radix(field, 16).ok())
+                .flatten()
+        }
+        if header.len() != TRACE_CONTEXT_LEN || !header.is_ascii() {
+            return None;
+        }
+        let mut fields = header.split('-');
+        let (version, trace, span, flags) = (
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+            fields.next()?,
+        );
+        if fields.next().is_some()
+            || version != "00"
+            || trace.len() != 32
+            || span.len() != 16
+            || flags.len() != 2
+        {
+            return None;
+        }
+        let parsed = Self {
+            trace_id: hex(trace)?,
+            span_id: u64::try_from(hex(span)?).ok()?,
+            flags: u8::try_from(hex(flags)?).ok()?,
+        };
+        (parsed.trace_id != 0 && parsed.span_id != 0).then_some(parsed)
+    }
+}
+
+impl std::fmt::Display for TraceParent {
+    /// The `traceparent` header: `00-<trace id>-<parent id>-<flags>`, in lowercase hex.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+/// Checks a trace context given for a job: a W3C `traceparent` header of version 00,
+/// `00-<trace id: 32 hex>-<parent id: 16 hex>-<flags: 2 hex>` ([`TRACE_CONTEXT_LEN`] characters), the hex
+/// digits lowercase and neither id all zeros, as the W3C Trace Context spec defines it.
+///
+/// ```
+/// use jobq_core::limits::check_trace_context;
+/// check_trace_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+/// assert!(check_trace_context("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_err());
+/// ```
+pub fn check_trace_context(traceparent: &str) -> Result<(), Error> {
+    match TraceParent::parse(traceparent) {
+        Some(_) => Ok(()),
+        None => {
+            // The value itself, unless it is long (a mistake such as a whole header map).
+            let shown: String = traceparent.chars().take(2 * TRACE_CONTEXT_LEN).collect();
+            let more = if shown.len() < traceparent.len() {
+                "…"
+            } else {
+                ""
+            };
+            Err(refused(
+                "trace_context",
+                &format!(
+                    "{shown:?}{more} is not a W3C traceparent of version 00: \
+                     00-<trace id: 32 hex digits>-<parent id: 16 hex digits>-<flags: 2 hex digits>, \
+                     lowercase, neither id all zeros"
+                ),
+            ))
+        }
+    }
+}
+
+/// Checks everything a deferral sends: a non-empty task name, every name, the schedule, the trace context
+/// and the arguments. Single and batch deferrals both use it (and so can a periodic job, before its first tick).
 pub fn check_job(job: &NewJob) -> Result<(), Error> {
     if job.task.is_empty() {
         return Err(refused("task", "is empty; a job needs a task name"));
@@ -223,6 +319,9 @@ pub fn check_job(job: &NewJob) -> Result<(), Error> {
     }
     if let Some(at) = options.scheduled_at {
         check_time("scheduled_at", at)?;
+    }
+    if let Some(traceparent) = &options.trace_context {
+        check_trace_context(traceparent)?;
     }
     check_args(&job.args)
 }
@@ -445,6 +544,50 @@ mod tests {
             ..JobFilter::default()
         };
         check_filter(&long).unwrap();
+    }
+
+    #[test]
+    fn trace_contexts_are_w3c_traceparents_of_version_00() {
+        let good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        check_trace_context(good).unwrap();
+        let parsed = TraceParent::parse(good).unwrap();
+        assert_eq!(parsed.trace_id, 0x4bf92f3577b34da6a3ce929d0e0e4736);
+        assert_eq!(parsed.span_id, 0x00f067aa0ba902b7);
+        assert_eq!(parsed.flags, 1);
+        assert_eq!(parsed.to_string(), good, "written back as read");
+        check_trace_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00").unwrap();
+        check_trace_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff").unwrap();
+        for bad in [
+            "",
+            "00",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-é",
+            " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\0",
+        ] {
+            let m = message(check_trace_context(bad));
+            assert!(
+                m.starts_with("trace_context ") && m.contains("W3C traceparent"),
+                "{bad:?}: {m}"
+            );
+        }
+        let m = message(check_trace_context(&"a".repeat(10_000)));
+        assert!(m.len() < 400, "a long value is cut in the message: {m}");
+        let mut job = NewJob::new("t", serde_json::json!({}));
+        job.options.trace_context = Some("nope".into());
+        assert!(message(check_job(&job)).starts_with("trace_context "));
+        job.options.trace_context = Some(good.into());
+        check_job(&job).unwrap();
     }
 
     /// Takes `value` apart without recursion: a deep `Value`'s own drop recurses.

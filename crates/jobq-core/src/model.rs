@@ -123,6 +123,11 @@ pub struct Job {
     pub last_error: Option<String>,
     /// Every failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
+    /// The W3C `traceparent` of the span that deferred it, when one was known: the worker's `job` span
+    /// links to it (feature `opentelemetry`; see [`JobOptions::trace_context`]). `None` for a job deferred
+    /// outside any traced span, or before schema version 6.
+    #[serde(default)]
+    pub trace_context: Option<String>,
 }
 
 /// One failed attempt of a job.
@@ -155,6 +160,12 @@ pub struct JobOptions {
     /// Do not run before this time; now when not set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<DateTime<Utc>>,
+    /// The trace context to store with the job: a W3C `traceparent` header
+    /// (`00-<trace id>-<parent id>-<flags>`, checked by [`limits::check_trace_context`](crate::limits::check_trace_context)),
+    /// which the worker's `job` span links to. When not set and the feature `opentelemetry` is on, a
+    /// deferral made inside a `tracing` span with an OpenTelemetry context stores that span's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<String>,
 }
 
 /// A job to defer: a task name, its JSON arguments and its options.
@@ -164,7 +175,7 @@ pub struct NewJob {
     pub task: String,
     /// The task's arguments.
     pub args: serde_json::Value,
-    /// Queue, priority, locks and schedule.
+    /// Queue, priority, locks, schedule and trace context.
     #[serde(flatten)]
     pub options: JobOptions,
 }
@@ -177,6 +188,15 @@ impl NewJob {
             args,
             options: JobOptions::default(),
         }
+    }
+
+    /// Stores a trace context with the job, a W3C `traceparent` header, rather than the current span's
+    /// (see [`JobOptions::trace_context`]): for a batch of jobs that come from several traced requests.
+    /// One that is not a valid `traceparent` is refused with [`Error::InvalidInput`](crate::Error::InvalidInput)
+    /// when the deferral runs, before any SQL is sent.
+    pub fn trace_context(mut self, traceparent: impl Into<String>) -> Self {
+        self.options.trace_context = Some(traceparent.into());
+        self
     }
 
     /// A job for a typed task, with the task's default options.

@@ -33,6 +33,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_queue_pause",
         include_str!("../sql/migrations/0005_queue_pause.sql"),
     ),
+    (
+        6,
+        "0006_trace_context",
+        include_str!("../sql/migrations/0006_trace_context.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

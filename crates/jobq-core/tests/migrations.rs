@@ -167,7 +167,9 @@ async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
         matches!(err, Error::SchemaOutdated { found: 1, .. }),
         "{err:?}"
     );
-    let rows = "SELECT jsonb_agg(to_jsonb(j) ORDER BY j.id)::text FROM jobq.jobs j";
+    // The rows as they were: version 6's `trace_context` aside, which is checked to be NULL below.
+    let rows =
+        "SELECT jsonb_agg(to_jsonb(j) - 'trace_context' ORDER BY j.id)::text FROM jobq.jobs j";
     let before: String = client.query_one(rows, &[]).await.unwrap().get(0);
 
     jobq.migrate().run(Async(&client)).await.unwrap();
@@ -177,6 +179,15 @@ async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
     );
     let after: String = client.query_one(rows, &[]).await.unwrap().get(0);
     assert_eq!(after, before, "every job kept as it was");
+    let traced: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobq.jobs WHERE trace_context IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(traced, 0, "version 6: an old job has no trace context");
     let versions: Vec<i32> = client
         .query("SELECT version FROM jobq.migrations ORDER BY version", &[])
         .await
@@ -231,4 +242,146 @@ async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
         .unwrap()
         .get(0);
     assert_eq!(failed, "failed boom", "the failed job stays failed");
+}
+
+/// Schema version 6 on a database at version 5 that holds jobs: the new `trace_context` column is added
+/// without rewriting the table (its file stays the same, so the migration costs no time per job), every old
+/// job reads it as NULL, and the replaced deferral functions store it.
+#[tokio::test]
+async fn a_version_5_database_with_jobs_gains_trace_context_without_a_rewrite() {
+    use jobq_core::prelude::*;
+
+    let db = jobq_tempdb::empty_database();
+    let client = connect(db.url()).await;
+    // Versions 1 to 5 exactly as migrate.sql would have applied them.
+    let mut setup = String::from(
+        "CREATE SCHEMA jobq;
+         CREATE TABLE jobq.migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                       applied_at timestamptz NOT NULL DEFAULT now());",
+    );
+    let old = [
+        (
+            1,
+            "0001_initial",
+            include_str!("../sql/migrations/0001_initial.sql"),
+        ),
+        (
+            2,
+            "0002_reliable_worker",
+            include_str!("../sql/migrations/0002_reliable_worker.sql"),
+        ),
+        (
+            3,
+            "0003_caller_safety",
+            include_str!("../sql/migrations/0003_caller_safety.sql"),
+        ),
+        (
+            4,
+            "0004_known_tasks",
+            include_str!("../sql/migrations/0004_known_tasks.sql"),
+        ),
+        (
+            5,
+            "0005_queue_pause",
+            include_str!("../sql/migrations/0005_queue_pause.sql"),
+        ),
+    ];
+    for (version, name, sql) in old {
+        let sql = sql
+            .replace("{schema}", "\"jobq\"")
+            .replace("{channel}", "jobq_jobq");
+        setup.push_str(&format!(
+            "{sql};\nINSERT INTO jobq.migrations (version, name) VALUES ({version}, '{name}');\n"
+        ));
+    }
+    client.batch_execute(&setup).await.unwrap();
+    // Jobs written by version 5's own functions, a thousand of them, and a finished one.
+    client
+        .batch_execute(
+            r#"SELECT jobq.defer_jobs(jsonb_agg(jsonb_build_object('task', 'noop', 'args', jsonb_build_object('n', n))))
+                   FROM generate_series(1, 1000) n;
+               SELECT jobq.defer_job('{"task": "noop", "queueing_lock": "q"}');
+               INSERT INTO jobq.jobs (task, status, attempts, finished_at)
+                   VALUES ('noop', 'succeeded', 1, now());"#,
+        )
+        .await
+        .unwrap();
+    let jobq = Jobq::default();
+    let err = jobq.check_schema().run(Async(&client)).await.unwrap_err();
+    assert!(
+        matches!(err, Error::SchemaOutdated { found: 5, .. }),
+        "{err:?}"
+    );
+    let file = "SELECT pg_relation_filenode('jobq.jobs')::text";
+    let rows =
+        "SELECT jsonb_agg(to_jsonb(j) - 'trace_context' ORDER BY j.id)::text FROM jobq.jobs j";
+    let file_before: String = client.query_one(file, &[]).await.unwrap().get(0);
+    let before: String = client.query_one(rows, &[]).await.unwrap().get(0);
+
+    jobq.migrate().run(Async(&client)).await.unwrap();
+    assert_eq!(
+        jobq.check_schema().run(Async(&client)).await.unwrap(),
+        SCHEMA_VERSION
+    );
+    let file_after: String = client.query_one(file, &[]).await.unwrap().get(0);
+    assert_eq!(
+        file_after, file_before,
+        "adding the column did not rewrite the table"
+    );
+    let after: String = client.query_one(rows, &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "every job kept as it was");
+    let traced: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobq.jobs WHERE trace_context IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(traced, 0);
+    let listed = jobq
+        .list(&JobFilter {
+            limit: Some(5_000),
+            ..JobFilter::default()
+        })
+        .run(Async(&client))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1002);
+    assert!(listed.iter().all(|job| job.trace_context.is_none()));
+
+    // The replaced functions store a trace context, one job or a batch, and the old queueing lock holds.
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let one = jobq
+        .defer(&Noop {})
+        .trace_context(traceparent)
+        .run(Async(&client))
+        .await
+        .unwrap();
+    let batch = jobq
+        .defer_batch([
+            NewJob::new("noop", serde_json::json!({})).trace_context(traceparent),
+            NewJob::new("noop", serde_json::json!({})),
+        ])
+        .run(Async(&client))
+        .await
+        .unwrap();
+    let stored = |id| {
+        let jobq = jobq.clone();
+        let client = &client;
+        async move { jobq.job(id).run(Async(client)).await.unwrap().trace_context }
+    };
+    assert_eq!(stored(one).await.as_deref(), Some(traceparent));
+    assert_eq!(stored(batch[0]).await.as_deref(), Some(traceparent));
+    assert_eq!(stored(batch[1]).await, None);
+    let again = jobq
+        .defer(&Noop {})
+        .queueing_lock("q")
+        .trace_context(traceparent)
+        .run(Async(&client))
+        .await;
+    assert!(
+        matches!(&again, Err(Error::AlreadyEnqueued { queueing_lock }) if queueing_lock == "q"),
+        "{again:?}"
+    );
 }

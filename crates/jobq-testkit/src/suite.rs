@@ -1022,6 +1022,7 @@ pub async fn values_at_the_limits_are_stored<H: Harness>() {
         lock: Some(name(9)),
         queueing_lock: Some(name(10)),
         scheduled_at: Some(limits::LATEST),
+        trace_context: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     };
     let batch = conn
         .run(jobq.defer_batch([in_batch.clone(), job("t", json!({}))]))
@@ -1061,6 +1062,7 @@ pub async fn values_at_the_limits_are_stored<H: Harness>() {
         )
     );
     assert_eq!(stored.scheduled_at, limits::LATEST);
+    assert_eq!(stored.trace_context, in_batch.options.trace_context);
     let listed = conn
         .run(jobq.list(&JobFilter {
             queue: Some(queue),

@@ -60,6 +60,7 @@ async fn execute<B: Backend>(shared: Arc<Shared<B>>, job: Job, permit: OwnedSema
         duration_ms = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
+    super::trace::link_to_deferral(&span, &job);
     let metrics = shared.metrics.started(&job);
     let started = Instant::now();
     let outcome = run_handler(&shared, &job, &abort)

@@ -64,6 +64,8 @@ mod shared;
 mod statements;
 #[cfg(feature = "worker")]
 mod task;
+#[cfg(feature = "worker")]
+mod trace;
 
 pub use job_error::JobError;
 pub use retry::{Backoff, RetryDecision, RetryStrategy};
