@@ -4,17 +4,28 @@
 //! No label carries unbounded user data: labels are the task name (bounded by the tasks an application
 //! registers), the queue name, a job status and an outcome — never a job id or arguments.
 //!
+//! Why the [`metrics`](https://docs.rs/metrics) facade rather than OpenTelemetry's metrics API or a
+//! Prometheus client: it is the interface the Rust ecosystem's exporters plug into
+//! (`metrics-exporter-prometheus`, StatsD and Datadog exporters, bridges to OpenTelemetry), so the
+//! application picks the exporter and jobq depends on none; without a recorder installed every call is a
+//! no-op; and with the feature off nothing of it is compiled. Install the recorder before starting the
+//! worker: the worker resolves its handles the first time it needs them and keeps them.
+//!
+//! The worker's metrics count what this process's workers did. The `jobq_queue_*` gauges describe the
+//! table (any process may set them: [`queue_gauges`] is the one mapping from
+//! [`Jobq::queue_lag`](crate::Jobq::queue_lag) and [`Jobq::queue_counts`](crate::Jobq::queue_counts)).
+//!
 //! | name | kind | labels | what |
 //! | --- | --- | --- | --- |
 //! | `jobq_jobs_started_total` | counter | task, queue | handlers started |
 //! | `jobq_jobs_succeeded_total` | counter | task, queue | jobs that succeeded |
-//! | `jobq_jobs_retried_total` | counter | task, queue | failed attempts that will be retried |
-//! | `jobq_jobs_failed_total` | counter | task, queue | jobs failed for good (no retry left, or permanent) |
+//! | `jobq_jobs_retried_total` | counter | task, queue | failed attempts that will be retried (a stalled worker's jobs this worker recovered too) |
+//! | `jobq_jobs_failed_total` | counter | task, queue | jobs failed for good (no retry left, or permanent; recovered stalled jobs too) |
 //! | `jobq_jobs_aborted_total` | counter | task, queue | jobs aborted on request |
 //! | `jobq_jobs_timed_out_total` | counter | task, queue | attempts stopped by their timeout (also counted as retried or failed) |
-//! | `jobq_jobs_released_total` | counter | task, queue | jobs put back uncharged by the worker's shutdown |
-//! | `jobq_job_duration_seconds` | histogram | task, queue, outcome | handler run time |
-//! | `jobq_job_queue_wait_seconds` | histogram | task, queue | from when the job became due (`scheduled_at`, the deferral's time unless scheduled) to its start |
+//! | `jobq_jobs_released_total` | counter | task, queue | jobs put back uncharged by the worker's shutdown (interrupted, or fetched and not started) |
+//! | `jobq_job_duration_seconds` | histogram | task, queue, outcome | handler run time, one sample per attempt; outcome `succeeded`, `failed` (retried or not), `aborted`, `timed_out`, `released` |
+//! | `jobq_job_queue_wait_seconds` | histogram | task, queue | from when the job became due (`scheduled_at`: the deferral's time, its schedule or its retry time) to when a worker took it (`started_at`), both by the server's clock, never below 0; one sample per attempt |
 //! | `jobq_jobs_running` | gauge | | handlers running in this process |
 //! | `jobq_fetch_duration_seconds` | histogram | | one fetch statement, sent to answered |
 //! | `jobq_fetched_jobs_total` | counter | | jobs fetched |
