@@ -42,7 +42,7 @@ pub(crate) fn router<B: Backend>(state: Arc<State<B>>) -> Router {
         .route("/bulk", post(bulk::<B>))
         .route("/workers", get(workers::<B>))
         .route("/metrics", get(metrics::<B>))
-        .route("/login", get(login_page).post(login::<B>))
+        .route("/login", get(login_page::<B>).post(login::<B>))
         .route("/logout", post(logout::<B>))
         .route("/assets/style.css", get(style))
         .route("/assets/live.js", get(script))
@@ -64,6 +64,10 @@ async fn context<B: Backend>(
     next: Next,
 ) -> Response {
     let base = base_path(original.path(), req.uri().path());
+    let home = match base.trim_end_matches('/') {
+        "" => "/".to_owned(),
+        prefix => prefix.to_owned(),
+    };
     let headers = req.headers();
     let given = security::cookie(headers, CSRF_COOKIE)
         .filter(|n| security::nonce_well_formed(n))
@@ -83,6 +87,7 @@ async fn context<B: Backend>(
         };
     let ctx = Ctx {
         base,
+        home,
         csrf: keys.csrf_token(&nonce),
         can_act,
         needs_login: !state.read_only && keys.has_token() && !logged_in,
@@ -152,9 +157,14 @@ fn html(markup: Markup) -> Result<Response, PageError> {
     Ok(markup.into_response())
 }
 
-/// A redirect to `path` under the dashboard's mount point (303: the next request is a GET).
+/// A redirect to `path` under the dashboard's mount point (303: the next request is a GET); a `path`
+/// starting with `?` is the queues page.
 fn redirect(ctx: &Ctx, path: &str) -> Response {
-    let location = format!("{}{path}", ctx.base);
+    let location = if path.starts_with('?') {
+        format!("{}{path}", ctx.home)
+    } else {
+        format!("{}{path}", ctx.base)
+    };
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
@@ -674,7 +684,13 @@ async fn metrics<B: Backend>(axum::extract::State(state): Shared<B>) -> Response
     }
 }
 
-async fn login_page(Extension(ctx): Extension<Ctx>) -> Response {
+async fn login_page<B: Backend>(
+    axum::extract::State(state): Shared<B>,
+    Extension(ctx): Extension<Ctx>,
+) -> Response {
+    if state.read_only || !state.keys.has_token() {
+        return error_page(&ctx, refused(&state));
+    }
     views::login(&ctx, None).into_response()
 }
 

@@ -14,6 +14,9 @@ use std::time::Duration;
 pub(crate) struct Ctx {
     /// The dashboard's mount point, ending in `/`: the page's `<base href>`.
     pub(crate) base: String,
+    /// The queues page: the mount point itself (`/jobq` when nested there, as axum's `nest` does not
+    /// route `/jobq/`), or `/`.
+    pub(crate) home: String,
     /// The CSRF token of this browser, for every form.
     pub(crate) csrf: String,
     /// Whether action forms are rendered (and accepted): not read-only, and logged in (or no token needed).
@@ -50,9 +53,9 @@ pub(crate) fn layout(ctx: &Ctx, title: &str, nav: Nav, body: Markup) -> Markup {
             }
             body {
                 header.top {
-                    a.brand href="./" { "jobq" }
+                    a.brand href=(ctx.home) { "jobq" }
                     nav {
-                        a.active[nav == Nav::Queues] href="./" { "Queues" }
+                        a.active[nav == Nav::Queues] href=(ctx.home) { "Queues" }
                         a.active[nav == Nav::Jobs] href="jobs" { "Jobs" }
                         a.active[nav == Nav::Workers] href="workers" { "Workers" }
                         a href="metrics" { "Metrics" }
@@ -122,7 +125,7 @@ pub(crate) fn error(ctx: &Ctx, status: u16, reason: &str, message: &str) -> Mark
             section.error {
                 h1 { (status) " " (reason) }
                 p.message { (message) }
-                p { a href="./" { "Back to the queues" } }
+                p { a href=(ctx.home) { "Back to the queues" } }
             }
         },
     )

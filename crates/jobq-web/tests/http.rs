@@ -592,5 +592,11 @@ async fn links_follow_the_mount_point() {
             page.body
         );
         assert!(page.body.contains("href=\"assets/style.css\""));
+        // The queues page is the mount point itself: axum's `nest` does not route `/admin/jobq/`.
+        assert!(
+            page.body.contains("class=\"brand\" href=\"/admin/jobq\""),
+            "{}",
+            page.body
+        );
     }
 }
