@@ -369,6 +369,77 @@ async fn a_shutdown_counts_the_jobs_it_puts_back() {
     assert_eq!(gauge(names::COMPLETIONS_PENDING, &[]), Some(0.0));
 }
 
+/// A stalled worker's jobs that this worker recovers are counted as retried or failed, by their task's
+/// strategy, without a handler run here; the retried one then runs and counts as started and succeeded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_stalled_jobs_are_counted_by_their_end() {
+    registry();
+    // It runs jobs, so it moves the process-wide gauges.
+    let _alone = PROCESS_WIDE.lock().await;
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    const QUEUE: &str = "metrics_stalled";
+    let retried = jobq
+        .defer(&FlakyOnce)
+        .queue(QUEUE)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let failed = jobq
+        .defer(&Hangs)
+        .queue(QUEUE)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "INSERT INTO jobq.workers (name, heartbeat_at) VALUES ('dead', now() - interval '1 hour');
+             UPDATE jobq.jobs SET status = 'doing', attempts = 1, worker_id = (SELECT id FROM jobq.workers)
+             WHERE id IN ({}, {});",
+            retried.0, failed.0
+        ))
+        .await
+        .unwrap();
+    let worker = fast(Backend::connect(db.url()).await)
+        .stalled_after(Duration::from_secs(1))
+        .task(|_: FlakyOnce, _ctx: JobContext| async { Ok(()) })
+        .task(|_: Hangs, _ctx: JobContext| async { Ok(()) })
+        .build();
+    let (stop, handle) = start(worker);
+    wait_for(
+        &client,
+        &format!(
+            "SELECT count(*) = 2 FROM jobq.jobs WHERE (id = {} AND status = 'succeeded') \
+             OR (id = {} AND status = 'failed')",
+            retried.0, failed.0
+        ),
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let flaky = [(names::TASK, FlakyOnce::NAME), (names::QUEUE, QUEUE)];
+    let hangs = [(names::TASK, Hangs::NAME), (names::QUEUE, QUEUE)];
+    assert_eq!(
+        [
+            counter(names::JOBS_RETRIED, &flaky),
+            counter(names::JOBS_STARTED, &flaky),
+            counter(names::JOBS_SUCCEEDED, &flaky),
+        ],
+        [1, 1, 1],
+        "recovered and retried, then run once here"
+    );
+    assert_eq!(
+        [
+            counter(names::JOBS_FAILED, &hangs),
+            counter(names::JOBS_STARTED, &hangs),
+            counter(names::JOBS_TIMED_OUT, &hangs),
+        ],
+        [1, 0, 0],
+        "recovered and failed: no attempt left"
+    );
+}
+
 // ---- the queue gauges ---------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +463,8 @@ async fn queue_metrics_sets_the_queue_gauges_from_queue_lag() {
             .unwrap();
     }
     jobq.defer(&Ok1).queue(due).run(c()).await.unwrap();
-    // A worker of another queue: it runs none of these jobs, but sets the gauges of every queue.
+    // A worker of another queue: it runs none of these jobs (so it leaves the process-wide gauges alone),
+    // but sets the gauges of every queue.
     let worker = fast(Backend::connect(db.url()).await)
         .queues(["mq_none"])
         .queue_metrics(Duration::from_millis(100))
