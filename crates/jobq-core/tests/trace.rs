@@ -344,6 +344,45 @@ mod traced {
         }
     }
 
+    /// Code that uses the OpenTelemetry API directly, with no `tracing` span: the attached OpenTelemetry
+    /// context is stored, and the job span links to it.
+    #[tokio::test]
+    async fn an_attached_opentelemetry_context_counts_outside_tracing_spans() {
+        use opentelemetry::trace::Tracer as _;
+
+        let db = jobq_tempdb::database();
+        let client = connect(db.url()).await;
+        let jobq = Jobq::default();
+        let traces = Traces::install();
+
+        let tracer = traces.provider.tracer("direct");
+        let cx = opentelemetry::Context::current_with_span(tracer.start("direct request"));
+        let expected = cx.span().span_context().clone();
+        let header = {
+            let mut headers = HashMap::new();
+            TraceContextPropagator::new().inject_context(&cx, &mut headers);
+            headers.remove("traceparent").unwrap()
+        };
+        let (one, batch) = {
+            let _attached = cx.attach();
+            let one = jobq.defer(&Noop {}).run(Async(&client)).await.unwrap();
+            let batch = jobq
+                .defer_batch([NewJob::from_task(&Noop {}).unwrap()])
+                .run(Async(&client))
+                .await
+                .unwrap();
+            (one, batch[0])
+        };
+        assert_eq!(stored(&client, one).await.as_deref(), Some(&*header));
+        assert_eq!(stored(&client, batch).await.as_deref(), Some(&*header));
+
+        run_worker_until_done(&client, db.url()).await;
+        let spans = traces.job_spans();
+        for id in [one, batch] {
+            assert_eq!(links(&spans[&id]), [ids_of(&expected)], "job {id}");
+        }
+    }
+
     /// An explicit traceparent that is not one is refused with `InvalidInput` before any SQL is sent, through
     /// `defer` and `defer_batch` alike (naming the job's place), and the caller's transaction stays usable.
     #[tokio::test]
