@@ -47,3 +47,7 @@ chaos:
 # Look for repeated code.
 duplicates:
     duplicates --most 40
+
+# The dashboard's screenshots in docs/images (headless Chromium: apt-get install chromium chromium-driver).
+screenshots:
+    JOBQ_SCREENSHOTS={{justfile_directory()}}/docs/images cargo test -p jobq-web --test browser -- --ignored screenshots

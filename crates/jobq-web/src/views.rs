@@ -405,8 +405,6 @@ pub(crate) fn job(ctx: &Ctx, job: &Job, notice: Option<&str>) -> Markup {
                 dt { "waited" } dd { @match waited { Some(d) => (short(d)), None => "—" } }
                 dt { "ran" } dd { @match ran { Some(d) => (short(d)), None => "—" } }
             }
-            h2 { "Arguments" }
-            pre.args { (args) }
             h2 { "Errors" }
             @if job.errors.is_empty() {
                 p.empty { "No attempt failed." }
@@ -420,6 +418,8 @@ pub(crate) fn job(ctx: &Ctx, job: &Job, notice: Option<&str>) -> Markup {
                     }
                 }
             }
+            h2 { "Arguments" }
+            pre.args { (args) }
         },
     )
 }

@@ -17,7 +17,7 @@
 use axum::Router;
 use fantoccini::{Client, ClientBuilder, Locator};
 use jobq_core::prelude::*;
-use jobq_core::worker::{JobContext, JobError, RetryStrategy, Worker};
+use jobq_core::worker::{Backoff, JobContext, JobError, RetryStrategy, Worker};
 use jobq_tokio_postgres::PoolExecutor;
 use jobq_web::Dashboard;
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,20 @@ impl Task for Flaky {
     const NAME: &'static str = "flaky";
     fn retry() -> RetryStrategy {
         RetryStrategy::none()
+    }
+}
+
+/// Always fails, retried twice at once: a job with three attempts' errors, for the screenshots.
+#[derive(Serialize, Deserialize)]
+struct SendEmail {
+    to: String,
+    template: String,
+}
+
+impl Task for SendEmail {
+    const NAME: &'static str = "send_email";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(3).backoff(Backoff::Constant(Duration::from_millis(10)))
     }
 }
 
@@ -149,8 +163,21 @@ async fn serve(app: Router) -> (String, CancellationToken) {
 
 /// A worker on every queue, polling every 100 ms, in the background.
 fn start_worker(backend: &PoolExecutor) -> CancellationToken {
-    let worker = Worker::builder(Jobq::default(), backend.clone())
-        .name("browser-test-worker")
+    start_named_worker(backend, "browser-test-worker", None)
+}
+
+/// A worker named `name` on `queues` (every queue when `None`).
+fn start_named_worker(
+    backend: &PoolExecutor,
+    name: &str,
+    queues: Option<&[&str]>,
+) -> CancellationToken {
+    let mut builder = Worker::builder(Jobq::default(), backend.clone());
+    if let Some(queues) = queues {
+        builder = builder.queues(queues.iter().copied());
+    }
+    let worker = builder
+        .name(name)
         .poll_interval(Duration::from_millis(100))
         .heartbeat_interval(Duration::from_millis(200))
         .task(|f: Flaky, ctx: JobContext| async move {
@@ -164,6 +191,14 @@ fn start_worker(backend: &PoolExecutor) -> CancellationToken {
             }
         })
         .task(|_: Noop, _ctx: JobContext| async { Ok(()) })
+        .task(|email: SendEmail, ctx: JobContext| async move {
+            Err(JobError::new(format!(
+                "attempt {}: SMTP 421 4.7.0 try again later (rendering {:?} for {})",
+                ctx.attempt(),
+                email.template,
+                email.to
+            )))
+        })
         .task(|_: Slow, ctx: JobContext| async move {
             ctx.aborted().await;
             Ok(())
@@ -475,6 +510,7 @@ async fn screenshots() {
     let jobq = Jobq::default();
     let worker = start_worker(&backend);
 
+    let mailer = start_named_worker(&backend, "mailer-1", Some(&["emails"]));
     // A queue that has run jobs, one with failures, one paused with work waiting, one scheduled.
     for _ in 0..40 {
         jobq.defer(&Noop {})
@@ -484,9 +520,17 @@ async fn screenshots() {
             .unwrap();
     }
     let mut failed = None;
-    for _ in 0..3 {
+    for (to, template) in [
+        ("ada@example.com", "welcome"),
+        ("grace@example.com", "invoice"),
+        ("alan@example.com", "reset_password"),
+    ] {
+        let email = SendEmail {
+            to: to.into(),
+            template: template.into(),
+        };
         failed = Some(
-            jobq.defer(&Flaky { fail_times: 5 })
+            jobq.defer(&email)
                 .queue("emails")
                 .run(&backend)
                 .await
@@ -528,7 +572,6 @@ async fn screenshots() {
     }
     let failed = failed.unwrap();
     wait_status(&backend, failed, Status::Failed).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
     let app = Dashboard::new(backend.clone(), Jobq::default())
         .token(TOKEN)
@@ -544,6 +587,16 @@ async fn screenshots() {
         .await
         .unwrap();
     click_through(c, Locator::Css("form.confirm button[type=submit]")).await;
+    // A first look, then more jobs done, so the second look shows throughput.
+    c.goto(&base).await.unwrap();
+    for _ in 0..30 {
+        jobq.defer(&Noop {})
+            .queue("default")
+            .run(&backend)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     for (name, path) in [
         ("dashboard-queues.png", String::new()),
         ("dashboard-jobs.png", "jobs?queue=emails".to_owned()),
@@ -558,4 +611,5 @@ async fn screenshots() {
     browser.close().await;
     server.cancel();
     worker.cancel();
+    mailer.cancel();
 }
