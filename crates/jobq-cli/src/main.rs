@@ -6,6 +6,7 @@
 
 mod bulk;
 mod connect;
+mod dashboard;
 mod failure;
 mod output;
 
@@ -70,6 +71,8 @@ enum Command {
     },
     /// Connect and check the schema version; exit 0 when healthy.
     Healthcheck,
+    /// Serve the web dashboard (queues, jobs, workers, actions, /metrics) until Ctrl-C or SIGTERM.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 /// `jobq queues` lists the queues; `jobq queues pause|resume NAME` steers one.
@@ -324,6 +327,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     let url = connect::database_url(cli.database_url)?;
     connect::check_url(&url)?;
+    if let Command::Dashboard(args) = cli.command {
+        return dashboard::run(jobq, url, args).await;
+    }
     let mut db = connect::Database::new(url, cli.timeout);
     match cli.command {
         Command::Schema(SchemaCommand::Apply) => {
@@ -438,6 +444,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Queues(args) => queues(&jobq, &mut db, args.command, &out).await?,
         Command::Workers => out.workers(&db.session().await?.run(jobq.workers()).await?),
         Command::Prune { older_than } => bulk::prune(&jobq, &mut db, older_than, &out).await?,
+        Command::Dashboard(_) => unreachable!("served before a session is opened"),
         Command::Healthcheck => {
             let version = db.session().await?.run(jobq.check_schema()).await?;
             out.message(&format!(
