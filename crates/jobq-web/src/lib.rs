@@ -62,6 +62,12 @@ use std::time::Instant;
 
 pub use prometheus::render_queue_gauges;
 
+/// The guide, docs/dashboard.md: included only for rustdoc's tests, so its example is compiled (the
+/// published crate does not carry docs/).
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/dashboard.md")]
+struct DashboardGuide;
+
 /// The application's own Prometheus text, appended to `GET /metrics`.
 type MetricsText = Arc<dyn Fn() -> String + Send + Sync>;
 
