@@ -9,6 +9,7 @@ use crate::failure::{self, Failure, bad_input};
 use clap::Args;
 use jobq_core::Jobq;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// `jobq dashboard`'s flags.
 #[derive(Debug, Args)]
@@ -30,7 +31,14 @@ pub(crate) struct DashboardArgs {
 
 /// Checks the flags, connects a pool to `url` (its TLS settings followed), checks the schema, then serves
 /// the dashboard until Ctrl-C or SIGTERM.
-pub(crate) async fn run(jobq: Jobq, url: String, args: DashboardArgs) -> Result<(), Failure> {
+///
+/// `timeout` (the CLI's `--timeout`) bounds the schema check and each statement a page runs.
+pub(crate) async fn run(
+    jobq: Jobq,
+    url: String,
+    timeout: Duration,
+    args: DashboardArgs,
+) -> Result<(), Failure> {
     let token = args.token.filter(|t| !t.is_empty());
     if !args.listen.ip().is_loopback() && token.is_none() {
         return Err(bad_input(format!(
@@ -44,8 +52,18 @@ pub(crate) async fn run(jobq: Jobq, url: String, args: DashboardArgs) -> Result<
     }
     let backend = jobq_tokio_postgres::PoolExecutor::connect(&url, args.pool_size)
         .map_err(|e| failure::database("cannot use the database URL", &e))?;
-    jobq.check_schema().run(&backend).await?;
-    let mut dashboard = jobq_web::Dashboard::new(backend, jobq).read_only(args.read_only);
+    tokio::time::timeout(timeout, jobq.check_schema().run(&backend))
+        .await
+        .map_err(|_| Failure {
+            code: failure::DATABASE,
+            message: format!(
+                "checking the schema: no answer from the database within {} (--timeout, JOBQ_TIMEOUT)",
+                humantime::format_duration(timeout)
+            ),
+        })??;
+    let mut dashboard = jobq_web::Dashboard::new(backend, jobq)
+        .read_only(args.read_only)
+        .query_timeout(timeout);
     if let Some(token) = token {
         dashboard = dashboard.token(token);
     }

@@ -328,7 +328,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let url = connect::database_url(cli.database_url)?;
     connect::check_url(&url)?;
     if let Command::Dashboard(args) = cli.command {
-        return dashboard::run(jobq, url, args).await;
+        return dashboard::run(jobq, url, cli.timeout, args).await;
     }
     let mut db = connect::Database::new(url, cli.timeout);
     match cli.command {

@@ -58,7 +58,7 @@ use jobq_core::worker::Backend;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use prometheus::render_queue_gauges;
 
@@ -86,6 +86,7 @@ pub struct Dashboard<B> {
     allow_actions_without_token: bool,
     metrics_text: Option<MetricsText>,
     page_size: u32,
+    query_timeout: Duration,
 }
 
 impl<B: fmt::Debug> fmt::Debug for Dashboard<B> {
@@ -101,9 +102,14 @@ impl<B: fmt::Debug> fmt::Debug for Dashboard<B> {
             )
             .field("metrics_text", &self.metrics_text.is_some())
             .field("page_size", &self.page_size)
+            .field("query_timeout", &self.query_timeout)
             .finish()
     }
 }
+
+/// How long one statement of a request may take by default before the page answers 503 (see
+/// [`Dashboard::query_timeout`]).
+pub const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most jobs one page of `/jobs` lists (`?limit=`).
 pub const MAX_PAGE_SIZE: u32 = 500;
@@ -120,6 +126,7 @@ impl<B: Backend> Dashboard<B> {
             allow_actions_without_token: false,
             metrics_text: None,
             page_size: 50,
+            query_timeout: DEFAULT_QUERY_TIMEOUT,
         }
     }
 
@@ -160,6 +167,14 @@ impl<B: Backend> Dashboard<B> {
         self
     }
 
+    /// How long the dashboard waits for one statement ([`DEFAULT_QUERY_TIMEOUT`] unless set): past it the
+    /// page answers 503 saying it timed out, so no request waits on the database without a bound. The
+    /// connections' own bounds (keepalives, TCP user timeout) still apply underneath.
+    pub fn query_timeout(mut self, limit: Duration) -> Self {
+        self.query_timeout = limit;
+        self
+    }
+
     /// The router: mount it at the root or under a prefix (`Router::nest("/jobq", …)`); every link is
     /// relative to where it is mounted.
     ///
@@ -175,6 +190,7 @@ impl<B: Backend> Dashboard<B> {
             allow_actions_without_token: self.allow_actions_without_token,
             metrics_text: self.metrics_text,
             page_size: self.page_size,
+            query_timeout: self.query_timeout,
             keys,
             previous_counts: Mutex::new(None),
         });
@@ -190,17 +206,26 @@ pub(crate) struct State<B> {
     pub(crate) allow_actions_without_token: bool,
     pub(crate) metrics_text: Option<MetricsText>,
     pub(crate) page_size: u32,
+    pub(crate) query_timeout: Duration,
     pub(crate) keys: security::Keys,
     /// The finished jobs per queue at the previous queues page, for throughput without another statement.
     pub(crate) previous_counts: Mutex<Option<(Instant, HashMap<String, i64>)>>,
 }
 
 impl<B: Backend> State<B> {
-    /// Runs one operation on a fresh executor.
+    /// Runs one operation on a fresh executor, bounded by the query timeout.
     pub(crate) async fn run<O: jobq_core::Operation>(
         &self,
         op: O,
     ) -> Result<O::Output, jobq_core::Error> {
-        op.run(self.backend.executor()).await
+        match tokio::time::timeout(self.query_timeout, op.run(self.backend.executor())).await {
+            Ok(result) => result,
+            Err(_) => Err(jobq_core::ConnectorError::new(
+                "jobq-web",
+                jobq_core::ErrorKind::Timeout,
+                format!("no answer within {:?}", self.query_timeout),
+            )
+            .into()),
+        }
     }
 }

@@ -600,3 +600,36 @@ async fn links_follow_the_mount_point() {
         );
     }
 }
+
+/// A statement that gets no answer within the query timeout (the jobs table locked by another session)
+/// answers 503 saying so, instead of holding the request open for as long as the lock lasts.
+#[tokio::test]
+async fn a_page_whose_statement_gets_no_answer_answers_503_within_the_query_timeout() {
+    let db = jobq_tempdb::database();
+    let backend = PoolExecutor::connect(db.url(), 2).unwrap();
+    let (locker, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    locker
+        .batch_execute("BEGIN; LOCK TABLE jobq.jobs IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let app = dashboard(&backend)
+        .query_timeout(std::time::Duration::from_millis(300))
+        .router();
+
+    let page = get(&app, "/jobs").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("no answer within"), "{}", page.body);
+
+    locker.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(get(&app, "/jobs").await.status, StatusCode::OK);
+    drop(locker);
+    let _ = connection.await;
+}
