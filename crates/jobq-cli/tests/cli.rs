@@ -638,6 +638,7 @@ fn help_names_only_commands_that_exist() {
         "workers",
         "prune",
         "healthcheck",
+        "dashboard",
         "help",
     ];
     assert_eq!(commands, expected, "{}", help.stdout);
