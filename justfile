@@ -36,6 +36,10 @@ jobq *ARGS:
 bench *ARGS:
     cargo run --release -p jobq-bench -- {{ARGS}}
 
+# The quick benchmarks (about six minutes, three of them steady load), e.g. `just bench-quick --only fleet`.
+bench-quick *ARGS:
+    cargo run --release -p jobq-bench -- --quick {{ARGS}}
+
 # The fault tests with a 100,000-job soak.
 soak:
     JOBQ_SOAK_JOBS=100000 cargo test -p jobq-tests --release -- --nocapture

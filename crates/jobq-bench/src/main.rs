@@ -3,12 +3,15 @@
 //! `JOBQ_DATABASE_URL`) names a server, and gives every figure group a fresh database. Nothing here asserts
 //! a timing: it reports, and `docs/benchmarks.md` explains the method and the results.
 
+mod batch_rss;
 mod defer;
+mod fleet;
 mod flatness;
 mod latency;
 mod queue;
 mod report;
 mod rss;
+mod sustained;
 mod worker;
 
 use clap::{Parser, Subcommand};
@@ -16,6 +19,7 @@ use queue::WorkerConfig;
 use report::Report;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -31,10 +35,12 @@ struct Cli {
 
 #[derive(Debug, clap::Args)]
 struct Args {
-    /// A shorter run (about two minutes on a 2-core machine): fewer jobs, samples and finished rows.
+    /// A shorter run: fewer jobs, samples and finished rows, and 3 minutes of steady load instead of 30
+    /// (about six minutes in all on a 2-core machine).
     #[arg(long)]
     quick: bool,
-    /// Also write the figures to this file as `{"figures": [{"name", "value", "unit"}, …]}`.
+    /// Also write the figures to this file as `{"figures": [{"name", "value", "unit", "target", "met",
+    /// "note"}, …]}` (the note says how each was measured: settings, sizes, the reference loop's rate).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Jobs a worker runs at once (the throughput, flatness and latency figures; RSS always uses 100).
@@ -54,7 +60,8 @@ struct Args {
 /// The figure groups, for `--only`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Group {
-    /// defer_external, defer_external_ratio, defer_pool and batch_defer for every adapter.
+    /// defer_external, defer_external_ratio, defer_pool, batch_defer and batch_defer_vs_insert_ratio for
+    /// every adapter, interleaved in rounds.
     Defer,
     /// worker_throughput and worker_vs_raw_sql_ratio.
     Worker,
@@ -64,6 +71,12 @@ enum Group {
     Latency,
     /// worker_rss_mib.
     Rss,
+    /// batch_defer_rss_mib.
+    BatchRss,
+    /// worker_fleet_ratio.
+    Fleet,
+    /// sustained_ratio (30 minutes; --quick: 3).
+    Sustained,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +84,12 @@ enum Command {
     /// Runs only a worker (for `worker_rss_mib`).
     #[command(hide = true)]
     WorkerProcess(rss::WorkerProcess),
+    /// Makes one `defer_batch` call and prints its peak memory (for `batch_defer_rss_mib`).
+    #[command(hide = true)]
+    DeferBatchProcess(batch_rss::DeferBatchProcess),
+    /// Runs a worker from `go` on stdin until stdin ends (for `worker_fleet_ratio`).
+    #[command(hide = true)]
+    FleetWorker(fleet::FleetWorker),
 }
 
 /// How much work each figure does: `--quick` or the full run.
@@ -81,6 +100,11 @@ pub(crate) struct Plan {
     defer_per_round: usize,
     defer_pool: usize,
     batches: usize,
+    batch_rounds: usize,
+    batch_rss_jobs: usize,
+    fleet_jobs: usize,
+    fleet_rounds: usize,
+    sustained: SustainedPlan,
     worker_jobs: usize,
     worker_rounds: usize,
     finished_rows: u64,
@@ -88,6 +112,17 @@ pub(crate) struct Plan {
     latency_samples: usize,
     rss_jobs: usize,
     worker: WorkerConfig,
+}
+
+/// The steady-load figure's times.
+#[derive(Debug)]
+pub(crate) struct SustainedPlan {
+    /// How long the load runs.
+    duration: Duration,
+    /// The first and last windows compared.
+    window: Duration,
+    /// How often the table's statistics are sampled.
+    sample: Duration,
 }
 
 impl Plan {
@@ -104,6 +139,15 @@ impl Plan {
                 defer_per_round: 100,
                 defer_pool: 1_000,
                 batches: 20,
+                batch_rounds: 5,
+                batch_rss_jobs: 1_000_000,
+                fleet_jobs: 50_000,
+                fleet_rounds: 2,
+                sustained: SustainedPlan {
+                    duration: Duration::from_secs(180),
+                    window: Duration::from_secs(60),
+                    sample: Duration::from_secs(10),
+                },
                 worker_jobs: 20_000,
                 worker_rounds: 2,
                 finished_rows: 1_000_000,
@@ -119,6 +163,15 @@ impl Plan {
                 defer_per_round: 250,
                 defer_pool: 5_000,
                 batches: 100,
+                batch_rounds: 10,
+                batch_rss_jobs: 1_000_000,
+                fleet_jobs: 100_000,
+                fleet_rounds: 3,
+                sustained: SustainedPlan {
+                    duration: Duration::from_secs(30 * 60),
+                    window: Duration::from_secs(5 * 60),
+                    sample: Duration::from_secs(30),
+                },
                 worker_jobs: 100_000,
                 worker_rounds: 2,
                 finished_rows: 5_000_000,
@@ -135,6 +188,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::WorkerProcess(args)) => rss::worker_process(args).map(|()| true),
+        Some(Command::DeferBatchProcess(args)) => {
+            batch_rss::defer_batch_process(args).map(|()| true)
+        }
+        Some(Command::FleetWorker(args)) => fleet::fleet_worker(args).map(|()| true),
         None => bench(&cli.args),
     };
     match outcome {
@@ -152,11 +209,14 @@ fn bench(args: &Args) -> Result<bool, BoxError> {
     let plan = Plan::new(args);
     let runs = |group| args.only.is_empty() || args.only.contains(&group);
     let steps = [
-        (Group::Defer, 4),
+        (Group::Defer, 1),
         (Group::Worker, 1),
         (Group::Flatness, 1),
         (Group::Latency, 1),
         (Group::Rss, 1),
+        (Group::BatchRss, 1),
+        (Group::Fleet, 1),
+        (Group::Sustained, 1),
     ]
     .iter()
     .filter(|(g, _)| runs(*g))
@@ -166,22 +226,12 @@ fn bench(args: &Args) -> Result<bool, BoxError> {
     report.detail("starting PostgreSQL".into());
     let machine = machine()?;
 
-    // The deferral loops block on their driver (the sync ones must not run on an async runtime).
-    macro_rules! defer_figures {
-        ($driver:ty) => {{
-            use defer::Driver;
-            let name = <$driver>::NAME;
-            report.step(&format!("deferral figures, {name}"));
-            let figures =
-                fresh().and_then(|db| defer::measure::<$driver>(db.url(), &plan, &report));
-            report.finish_step(&format!("defer_*.{name}, batch_defer.{name}"), figures);
-        }};
-    }
+    // The deferral loops block on their driver (the sync ones must not run on an async runtime). All four
+    // adapters run in one step, interleaved in rounds.
     if runs(Group::Defer) {
-        defer_figures!(defer::SyncPostgres);
-        defer_figures!(defer::TokioPostgres);
-        defer_figures!(defer::Sqlx);
-        defer_figures!(defer::Diesel);
+        report.step("deferral figures, all adapters interleaved");
+        let figures = fresh().and_then(|db| defer::measure(db.url(), &plan, &report));
+        report.finish_step("defer_*, batch_defer*", figures);
     }
 
     // The worker figures run on a multi-threaded runtime, as a worker application does.
@@ -219,6 +269,24 @@ fn bench(args: &Args) -> Result<bool, BoxError> {
         "worker process memory",
         "worker_rss_mib",
         rss::measure
+    );
+    worker_figures!(
+        Group::BatchRss,
+        "client memory of one defer_batch of 1,000,000 jobs",
+        "batch_defer_rss_mib",
+        batch_rss::measure
+    );
+    worker_figures!(
+        Group::Fleet,
+        "worker processes: one against a fleet",
+        "worker_fleet_ratio",
+        fleet::measure
+    );
+    worker_figures!(
+        Group::Sustained,
+        "sustained defer + work",
+        "sustained_ratio",
+        sustained::measure
     );
 
     let complete = report.complete();

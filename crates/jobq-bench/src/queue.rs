@@ -1,5 +1,5 @@
-//! What the worker figures share: the no-op task, a worker built as configured, filling the queue in one
-//! statement, and waiting for it to drain.
+//! What the worker figures share: the no-op task, a worker built as configured, filling the queue through
+//! jobq's own batch deferral, and waiting for it to drain.
 
 use crate::BoxError;
 use jobq_core::Task;
@@ -62,14 +62,23 @@ pub(crate) async fn reset(client: &Client) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Queues `n` no-op jobs in one statement, then ANALYZEs.
+/// The jobs in one `defer_batch` when a queue is filled.
+pub(crate) const FILL_BATCH: usize = 1_000;
+
+/// Queues `n` no-op jobs through jobq's own deferral (`defer_batch` of [`FILL_BATCH`] jobs at a time, as a
+/// producer would), then ANALYZEs. Rows land as deferred rows do, not packed by one generated INSERT.
 pub(crate) async fn fill(client: &Client, n: usize) -> Result<(), BoxError> {
-    client
-        .batch_execute(&format!(
-            "INSERT INTO jobq.jobs (task, args) SELECT 'noop', '{{}}' FROM generate_series(1, {n});
-             ANALYZE jobq.jobs"
-        ))
-        .await?;
+    let jobq = jobq_core::Jobq::default();
+    let job = jobq_core::NewJob::from_task(&Noop {})?;
+    let mut left = n;
+    while left > 0 {
+        let take = left.min(FILL_BATCH);
+        jobq.defer_batch(std::iter::repeat_n(job.clone(), take))
+            .run(client)
+            .await?;
+        left -= take;
+    }
+    client.batch_execute("ANALYZE jobq.jobs").await?;
     Ok(())
 }
 

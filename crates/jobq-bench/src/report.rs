@@ -19,6 +19,10 @@ pub(crate) enum Target {
 }
 
 impl Target {
+    fn is_none(&self) -> bool {
+        matches!(self, Target::None)
+    }
+
     fn text(self) -> String {
         match self {
             Target::None => String::new(),
@@ -37,16 +41,25 @@ impl Target {
     }
 }
 
-/// One measured figure. Only `name`, `value` and `unit` go into the JSON file.
+/// One measured figure. The JSON file holds its name, value and unit, its target (`">= 0.9"`, or absent)
+/// with the verdict, and its note: how it was measured, the settings and the reference loop's rate.
 #[derive(Debug, Serialize)]
 pub(crate) struct Figure {
     name: String,
     value: f64,
     unit: &'static str,
-    #[serde(skip)]
+    #[serde(
+        serialize_with = "target_text",
+        skip_serializing_if = "Target::is_none"
+    )]
     target: Target,
-    #[serde(skip)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     note: String,
+}
+
+/// The target as the table shows it, with the verdict, for the JSON file.
+fn target_text<S: serde::Serializer>(target: &Target, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&target.text())
 }
 
 impl Figure {
@@ -172,7 +185,8 @@ impl Report {
         });
     }
 
-    fn say(&self, line: &str) {
+    /// A line above the progress bar (or on standard error when it is hidden), kept in the scrollback.
+    pub(crate) fn say(&self, line: &str) {
         if self.bar.is_hidden() {
             eprintln!("jobq-bench: {line}");
         } else {
@@ -210,9 +224,21 @@ impl Report {
         }
         println!("{title}\n{table}");
         if let Some(path) = json {
-            let text =
-                serde_json::to_string_pretty(&serde_json::json!({ "figures": self.figures }))
-                    .map_err(std::io::Error::other)?;
+            let figures: Vec<_> = self
+                .figures
+                .iter()
+                .map(|f| {
+                    let mut value = serde_json::to_value(f).map_err(std::io::Error::other)?;
+                    if let (Some(object), verdict @ ("met" | "MISSED")) =
+                        (value.as_object_mut(), f.target.verdict(f.value))
+                    {
+                        object.insert("met".into(), (verdict == "met").into());
+                    }
+                    Ok::<_, std::io::Error>(value)
+                })
+                .collect::<Result<_, _>>()?;
+            let text = serde_json::to_string_pretty(&serde_json::json!({ "figures": figures }))
+                .map_err(std::io::Error::other)?;
             std::fs::write(path, text + "\n")?;
         }
         Ok(())

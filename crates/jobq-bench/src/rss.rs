@@ -70,14 +70,7 @@ pub(crate) async fn measure(
         return Err(format!("the worker process said {said:?} instead of done").into());
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |field: &str| -> Result<f64, BoxError> {
-        let line = status
-            .lines()
-            .find(|l| l.starts_with(field))
-            .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))?;
-        let value = line[field.len()..].trim().trim_end_matches("kB").trim();
-        Ok(value.parse::<f64>()?)
-    };
+    let kib = |field| crate::batch_rss::status_kib(&status, field).map(|k| k as f64);
     let (peak, now) = (kib("VmHWM:")?, kib("VmRSS:")?);
     drop(child.stdin.take());
     let exit = child.wait().await?;

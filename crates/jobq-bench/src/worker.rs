@@ -87,7 +87,7 @@ pub(crate) async fn throughput(
 }
 
 /// Starts a worker on `n` queued jobs and times it until every one is ended in the database.
-async fn drain(
+pub(crate) async fn drain(
     url: &str,
     plan: &Plan,
     client: &tokio_postgres::Client,

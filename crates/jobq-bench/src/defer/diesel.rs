@@ -1,11 +1,12 @@
 //! The deferral loops on diesel: a `PgConnection` inside `conn.transaction(..)`, and the adapter's r2d2 pool.
 //! The hand-written rows use diesel's query builder, whose statements diesel prepares once and caches.
 
-use super::{Driver, POOL};
+use super::{Driver, POOL, job, threads};
 use crate::BoxError;
 use diesel::prelude::*;
 use jobq_diesel::prelude::*;
 use serde_json::Value;
+use std::time::Duration;
 
 diesel::table! {
     orders (id) {
@@ -29,14 +30,19 @@ pub(crate) struct Diesel {
     pool: jobq_diesel::PgPool,
 }
 
-impl Driver for Diesel {
-    const NAME: &'static str = "diesel";
-
-    fn connect(url: &str) -> Result<Self, BoxError> {
+impl Diesel {
+    /// One connection for the transaction loops, and the adapter's pool of [`POOL`] connections.
+    pub(crate) fn connect(url: &str) -> Result<Self, BoxError> {
         Ok(Self {
             conn: PgConnection::establish(url)?,
             pool: jobq_diesel::pool(url, POOL)?,
         })
+    }
+}
+
+impl Driver for Diesel {
+    fn name(&self) -> &'static str {
+        "diesel"
     }
 
     fn jobq_in_tx(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
@@ -65,9 +71,17 @@ impl Driver for Diesel {
         })
     }
 
-    fn defer_pooled(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
-        jobq.defer_job(job).run_blocking(&self.pool)?;
-        Ok(())
+    fn defer_pooled(
+        &mut self,
+        jobq: &Jobq,
+        callers: usize,
+        n: usize,
+    ) -> Result<Duration, BoxError> {
+        let pool = &self.pool;
+        threads(callers, n, |i| {
+            jobq.defer_job(job(i)).run_blocking(pool)?;
+            Ok(())
+        })
     }
 
     fn defer_batch(&mut self, jobq: &Jobq, jobs: Vec<NewJob>) -> Result<(), BoxError> {

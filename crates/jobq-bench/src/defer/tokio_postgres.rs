@@ -1,9 +1,10 @@
 //! The deferral loops on tokio-postgres: a `Client` and its `Transaction`, and the adapter's deadpool pool.
 
-use super::{Driver, ORDER, POOL, RAW_JOB, runtime};
+use super::{Driver, ORDER, POOL, RAW_JOB, job, runtime, tasks};
 use crate::BoxError;
 use jobq_tokio_postgres::prelude::*;
 use serde_json::Value;
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_postgres::{Client, NoTls, Statement, types::Type};
 
@@ -18,10 +19,9 @@ pub(crate) struct TokioPostgres {
     pool: PoolExecutor,
 }
 
-impl Driver for TokioPostgres {
-    const NAME: &'static str = "tokio_postgres";
-
-    fn connect(url: &str) -> Result<Self, BoxError> {
+impl TokioPostgres {
+    /// One connection for the transaction loops, and the adapter's pool of [`POOL`] connections.
+    pub(crate) fn connect(url: &str) -> Result<Self, BoxError> {
         let rt = runtime()?;
         let (client, order, raw, pool) = rt.block_on(async {
             let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
@@ -41,6 +41,12 @@ impl Driver for TokioPostgres {
             statements: StatementCache::new(),
             pool,
         })
+    }
+}
+
+impl Driver for TokioPostgres {
+    fn name(&self) -> &'static str {
+        "tokio_postgres"
     }
 
     fn jobq_in_tx(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
@@ -78,9 +84,17 @@ impl Driver for TokioPostgres {
         })
     }
 
-    fn defer_pooled(&mut self, jobq: &Jobq, job: NewJob) -> Result<(), BoxError> {
-        self.rt.block_on(jobq.defer_job(job).run(&self.pool))?;
-        Ok(())
+    fn defer_pooled(
+        &mut self,
+        jobq: &Jobq,
+        callers: usize,
+        n: usize,
+    ) -> Result<Duration, BoxError> {
+        let pool = &self.pool;
+        tasks(&self.rt, callers, n, |i| async move {
+            jobq.defer_job(job(i)).run(pool).await?;
+            Ok(())
+        })
     }
 
     fn defer_batch(&mut self, jobq: &Jobq, jobs: Vec<NewJob>) -> Result<(), BoxError> {
