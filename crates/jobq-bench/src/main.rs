@@ -5,8 +5,8 @@
 
 mod batch_rss;
 mod defer;
-mod fleet;
 mod flatness;
+mod fleet;
 mod latency;
 mod queue;
 mod report;
