@@ -11,6 +11,7 @@ mod latency;
 mod queue;
 mod report;
 mod rss;
+mod scale;
 mod sustained;
 mod worker;
 
@@ -77,6 +78,9 @@ enum Group {
     Fleet,
     /// sustained_ratio (30 minutes; --quick: 3).
     Sustained,
+    /// fetch_lock_backlog_ratio (every queue and a named one), multi_queue_fetch_ratio and
+    /// many_queues_ratio: the fetch with a long lock backlog, from several large queues, and from 10,000.
+    Scale,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +109,7 @@ pub(crate) struct Plan {
     fleet_jobs: usize,
     fleet_rounds: usize,
     sustained: SustainedPlan,
+    scale: scale::ScalePlan,
     worker_jobs: usize,
     worker_rounds: usize,
     finished_rows: u64,
@@ -148,6 +153,12 @@ impl Plan {
                     window: Duration::from_secs(60),
                     sample: Duration::from_secs(10),
                 },
+                scale: scale::ScalePlan {
+                    lock_backlog: 100_000,
+                    fetch_samples: 50,
+                    queues: 10_000,
+                    multi_queue_jobs: 200_000,
+                },
                 worker_jobs: 20_000,
                 worker_rounds: 2,
                 finished_rows: 1_000_000,
@@ -171,6 +182,12 @@ impl Plan {
                     duration: Duration::from_secs(30 * 60),
                     window: Duration::from_secs(5 * 60),
                     sample: Duration::from_secs(30),
+                },
+                scale: scale::ScalePlan {
+                    lock_backlog: 300_000,
+                    fetch_samples: 100,
+                    queues: 10_000,
+                    multi_queue_jobs: 1_000_000,
                 },
                 worker_jobs: 100_000,
                 worker_rounds: 2,
@@ -217,6 +234,7 @@ fn bench(args: &Args) -> Result<bool, BoxError> {
         (Group::BatchRss, 1),
         (Group::Fleet, 1),
         (Group::Sustained, 1),
+        (Group::Scale, 1),
     ]
     .iter()
     .filter(|(g, _)| runs(*g))
@@ -287,6 +305,12 @@ fn bench(args: &Args) -> Result<bool, BoxError> {
         "sustained defer + work",
         "sustained_ratio",
         sustained::measure
+    );
+    worker_figures!(
+        Group::Scale,
+        "fetch at scale: lock backlog, several large queues, 10,000 queues",
+        "fetch_lock_backlog_ratio, multi_queue_fetch_ratio, many_queues_ratio",
+        scale::measure
     );
 
     let complete = report.complete();
