@@ -38,6 +38,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_trace_context",
         include_str!("../sql/migrations/0006_trace_context.sql"),
     ),
+    (
+        7,
+        "0007_fetch_at_scale",
+        include_str!("../sql/migrations/0007_fetch_at_scale.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

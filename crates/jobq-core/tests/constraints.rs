@@ -58,7 +58,7 @@ async fn lock_is_unique_among_running_jobs_only() {
 }
 
 #[tokio::test]
-async fn fetch_index_covers_only_waiting_jobs() {
+async fn fetch_index_covers_only_waiting_jobs_not_blocked_by_their_lock() {
     let db = jobq_tempdb::database();
     let c = connect(db.url()).await;
     let def: String = c
@@ -69,5 +69,8 @@ async fn fetch_index_covers_only_waiting_jobs() {
         .await
         .unwrap()
         .get(0);
-    assert!(def.contains("WHERE (status = 'todo'::text)"), "{def}");
+    assert!(
+        def.contains("WHERE ((status = 'todo'::text) AND (NOT blocked))"),
+        "{def}"
+    );
 }

@@ -114,6 +114,161 @@ async fn outdated_and_newer_schemas_are_reported_with_what_to_do() {
     assert!(err.to_string().contains("upgrade jobq"), "{err}");
 }
 
+/// The SQL that builds schema `jobq` at `version` exactly as migrate.sql would have applied it: the
+/// migrations table, each migration up to `version`, and its row.
+fn schema_at(version: i32) -> String {
+    let old = [
+        (
+            "0001_initial",
+            include_str!("../sql/migrations/0001_initial.sql"),
+        ),
+        (
+            "0002_reliable_worker",
+            include_str!("../sql/migrations/0002_reliable_worker.sql"),
+        ),
+        (
+            "0003_caller_safety",
+            include_str!("../sql/migrations/0003_caller_safety.sql"),
+        ),
+        (
+            "0004_known_tasks",
+            include_str!("../sql/migrations/0004_known_tasks.sql"),
+        ),
+        (
+            "0005_queue_pause",
+            include_str!("../sql/migrations/0005_queue_pause.sql"),
+        ),
+        (
+            "0006_trace_context",
+            include_str!("../sql/migrations/0006_trace_context.sql"),
+        ),
+    ];
+    let mut setup = String::from(
+        "CREATE SCHEMA jobq;
+         CREATE TABLE jobq.migrations (version integer PRIMARY KEY, name text NOT NULL,
+                                       applied_at timestamptz NOT NULL DEFAULT now());",
+    );
+    for (n, (name, sql)) in (1..=version).zip(old) {
+        let sql = sql
+            .replace("{schema}", "\"jobq\"")
+            .replace("{channel}", "jobq_jobq");
+        setup.push_str(&format!(
+            "{sql};\nINSERT INTO jobq.migrations (version, name) VALUES ({n}, '{name}');\n"
+        ));
+    }
+    setup
+}
+
+/// Schema version 7 on a database at version 6 with backlogs: behind a running lock every waiting due job
+/// is marked blocked (one scheduled for later is not), behind an idle lock all but its head (the first by
+/// priority, then age); the rows are kept, and a worker then runs every lock's jobs in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_6_database_with_lock_backlogs_marks_them_blocked_and_runs_them_in_order() {
+    use jobq_core::worker::{JobContext, Worker};
+    use std::time::Duration;
+
+    let db = jobq_tempdb::empty_database();
+    let client = connect(db.url()).await;
+    client.batch_execute(&schema_at(6)).await.unwrap();
+    // Version 6's own functions: lock "busy" has a running head and 1,000 jobs behind it, and one for later;
+    // lock "idle" three waiting jobs, the second of higher priority; and two jobs without a lock.
+    client
+        .batch_execute(
+            r#"INSERT INTO jobq.workers (name, heartbeat_at) VALUES ('w', now());
+               SELECT jobq.defer_job('{"task": "noop", "lock": "busy", "args": {"n": 0}}');
+               SELECT count(*) FROM jobq.fetch_jobs('{"worker_id": 1, "queues": null, "tasks": null, "limit": 10}');
+               SELECT jobq.defer_jobs(jsonb_agg(jsonb_build_object('task', 'noop', 'lock', 'busy',
+                                                                   'args', jsonb_build_object('n', n))))
+                   FROM generate_series(1, 1000) n;
+               SELECT jobq.defer_job(jsonb_build_object('task', 'noop', 'lock', 'busy', 'args', '{}'::jsonb,
+                                                        'scheduled_at', now() + interval '1 second'));
+               SELECT jobq.defer_jobs('[{"task": "noop", "lock": "idle", "args": {"n": 1}},
+                                        {"task": "noop", "lock": "idle", "args": {"n": 2}, "priority": 5},
+                                        {"task": "noop", "lock": "idle", "args": {"n": 3}},
+                                        {"task": "noop", "args": {}},
+                                        {"task": "noop", "args": {}, "queue": "other"}]');"#,
+        )
+        .await
+        .unwrap();
+    let rows = "SELECT jsonb_agg(to_jsonb(j) - 'blocked' ORDER BY j.id)::text FROM jobq.jobs j";
+    let before: String = client.query_one(rows, &[]).await.unwrap().get(0);
+    let jobq = Jobq::default();
+    jobq.migrate().run(Async(&client)).await.unwrap();
+    assert_eq!(
+        jobq.check_schema().run(Async(&client)).await.unwrap(),
+        SCHEMA_VERSION
+    );
+    let after: String = client.query_one(rows, &[]).await.unwrap().get(0);
+    assert_eq!(after, before, "every job kept as it was");
+    let blocked: Vec<(String, i64)> = client
+        .query(
+            "SELECT lock, count(*) FROM jobq.jobs WHERE blocked GROUP BY lock ORDER BY lock",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(blocked, [("busy".to_owned(), 1000), ("idle".to_owned(), 2)]);
+    let idle_head: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobq.jobs WHERE lock = 'idle' AND NOT blocked AND priority = 5",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(idle_head, 1, "the idle lock's head is not blocked");
+
+    // The old worker's running head ends (through version 7's end), and a worker runs the rest.
+    client
+        .batch_execute(
+            r#"SELECT jobq.complete('{"worker_id": 1, "jobs": [{"id": 1, "attempt": 1, "end": "succeeded"}]}');"#,
+        )
+        .await
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let worker = Worker::builder(jobq.clone(), common::Backend::connect(db.url()).await)
+        .concurrency(8)
+        .poll_interval(Duration::from_millis(50))
+        .task(|_: Noop, _ctx: JobContext| async { Ok(()) })
+        .build();
+    let handle = tokio::spawn(worker.run_until(async move { stopped.cancelled().await }));
+    let done = "SELECT count(*) FROM jobq.jobs WHERE status = 'succeeded'";
+    for _ in 0..1200 {
+        let n: i64 = client.query_one(done, &[]).await.unwrap().get(0);
+        if n == 1007 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let n: i64 = client.query_one(done, &[]).await.unwrap().get(0);
+    assert_eq!(n, 1007, "every job ran");
+    // Each lock's jobs ran one after the other, in priority then age order.
+    let order = |lock: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(
+                    "SELECT (args->>'n')::int FROM jobq.jobs WHERE lock = $1 AND args ? 'n'
+                     ORDER BY started_at, id",
+                    &[&lock],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, i32>(0))
+                .collect::<Vec<i32>>()
+        }
+    };
+    assert_eq!(order("busy").await, (0..=1000).collect::<Vec<i32>>());
+    assert_eq!(order("idle").await, [2, 1, 3]);
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Noop {}
 
@@ -133,19 +288,7 @@ async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
     let db = jobq_tempdb::empty_database();
     let client = connect(db.url()).await;
     // Version 1 exactly as migrate.sql would have applied it: the migrations table, migration 1, its row.
-    let version_1 = include_str!("../sql/migrations/0001_initial.sql")
-        .replace("{schema}", "\"jobq\"")
-        .replace("{channel}", "jobq_jobq");
-    client
-        .batch_execute(&format!(
-            "CREATE SCHEMA jobq;
-             CREATE TABLE jobq.migrations (version integer PRIMARY KEY, name text NOT NULL,
-                                           applied_at timestamptz NOT NULL DEFAULT now());
-             {version_1}
-             INSERT INTO jobq.migrations (version, name) VALUES (1, '0001_initial');"
-        ))
-        .await
-        .unwrap();
+    client.batch_execute(&schema_at(1)).await.unwrap();
     // Jobs written by version 1's own functions and by a version-1 worker.
     client
         .batch_execute(
@@ -167,9 +310,10 @@ async fn a_version_1_database_with_jobs_migrates_and_keeps_them() {
         matches!(err, Error::SchemaOutdated { found: 1, .. }),
         "{err:?}"
     );
-    // The rows as they were: version 6's `trace_context` aside, which is checked to be NULL below.
-    let rows =
-        "SELECT jsonb_agg(to_jsonb(j) - 'trace_context' ORDER BY j.id)::text FROM jobq.jobs j";
+    // The rows as they were: version 6's `trace_context` aside, which is checked to be NULL below, and
+    // version 7's `blocked` (no job of these has a lock).
+    let rows = "SELECT jsonb_agg(to_jsonb(j) - 'trace_context' - 'blocked' ORDER BY j.id)::text \
+                FROM jobq.jobs j";
     let before: String = client.query_one(rows, &[]).await.unwrap().get(0);
 
     jobq.migrate().run(Async(&client)).await.unwrap();
@@ -254,46 +398,7 @@ async fn a_version_5_database_with_jobs_gains_trace_context_without_a_rewrite() 
     let db = jobq_tempdb::empty_database();
     let client = connect(db.url()).await;
     // Versions 1 to 5 exactly as migrate.sql would have applied them.
-    let mut setup = String::from(
-        "CREATE SCHEMA jobq;
-         CREATE TABLE jobq.migrations (version integer PRIMARY KEY, name text NOT NULL,
-                                       applied_at timestamptz NOT NULL DEFAULT now());",
-    );
-    let old = [
-        (
-            1,
-            "0001_initial",
-            include_str!("../sql/migrations/0001_initial.sql"),
-        ),
-        (
-            2,
-            "0002_reliable_worker",
-            include_str!("../sql/migrations/0002_reliable_worker.sql"),
-        ),
-        (
-            3,
-            "0003_caller_safety",
-            include_str!("../sql/migrations/0003_caller_safety.sql"),
-        ),
-        (
-            4,
-            "0004_known_tasks",
-            include_str!("../sql/migrations/0004_known_tasks.sql"),
-        ),
-        (
-            5,
-            "0005_queue_pause",
-            include_str!("../sql/migrations/0005_queue_pause.sql"),
-        ),
-    ];
-    for (version, name, sql) in old {
-        let sql = sql
-            .replace("{schema}", "\"jobq\"")
-            .replace("{channel}", "jobq_jobq");
-        setup.push_str(&format!(
-            "{sql};\nINSERT INTO jobq.migrations (version, name) VALUES ({version}, '{name}');\n"
-        ));
-    }
+    let setup = schema_at(5);
     client.batch_execute(&setup).await.unwrap();
     // Jobs written by version 5's own functions, a thousand of them, and a finished one.
     client
@@ -313,8 +418,8 @@ async fn a_version_5_database_with_jobs_gains_trace_context_without_a_rewrite() 
         "{err:?}"
     );
     let file = "SELECT pg_relation_filenode('jobq.jobs')::text";
-    let rows =
-        "SELECT jsonb_agg(to_jsonb(j) - 'trace_context' ORDER BY j.id)::text FROM jobq.jobs j";
+    let rows = "SELECT jsonb_agg(to_jsonb(j) - 'trace_context' - 'blocked' ORDER BY j.id)::text \
+                FROM jobq.jobs j";
     let file_before: String = client.query_one(file, &[]).await.unwrap().get(0);
     let before: String = client.query_one(rows, &[]).await.unwrap().get(0);
 

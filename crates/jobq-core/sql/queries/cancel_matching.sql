@@ -2,11 +2,11 @@
 -- batch of Jobq::cancel_matching, as cancel.sql does it for one job: of the first `limit` matching jobs, by
 -- id, that no other transaction holds (SKIP LOCKED), waiting ones become `cancelled`; with "abort", running
 -- ones not yet asked are asked to stop (one NOTIFY each on the abort channel). Running jobs are left alone
--- without "abort". Returns {"examined", "last_id", "cancelled", "abort_requested"}.
+-- without "abort". The locks of cancelled jobs go to unsettled_locks (see cancel.sql). Returns {"examined", "last_id", "cancelled", "abort_requested"}.
 WITH p AS NOT MATERIALIZED (
     SELECT ($1::text)::jsonb AS f
 ), target AS MATERIALIZED (
-    SELECT j.id, j.status
+    SELECT j.id, j.status, j.lock
     FROM {schema}.jobs j, p
     WHERE (j.status = 'todo'
            OR (j.status = 'doing' AND coalesce((p.f->>'abort')::boolean, false) AND NOT j.abort_requested))
@@ -28,6 +28,9 @@ WITH p AS NOT MATERIALIZED (
     FROM target t
     WHERE j.id = t.id AND t.status = 'todo'
     RETURNING j.id
+), unsettled AS (
+    INSERT INTO {schema}.unsettled_locks (lock)
+    SELECT DISTINCT t.lock FROM target t WHERE t.status = 'todo' AND t.lock IS NOT NULL
 ), abort_requested AS (
     UPDATE {schema}.jobs j SET abort_requested = true
     FROM target t

@@ -1,11 +1,12 @@
 -- $1: a JSON filter as list_jobs.sql reads it, its "limit" the batch size. One bounded batch of
 -- Jobq::delete_matching, as cancel.sql's delete does it for one job: the first `limit` matching jobs, by id,
--- that are not running and that no other transaction holds (SKIP LOCKED), are deleted.
+-- that are not running and that no other transaction holds (SKIP LOCKED), are deleted; the locks of deleted
+-- waiting jobs go to unsettled_locks (see cancel.sql).
 -- Returns {"examined", "last_id", "deleted"}.
 WITH p AS NOT MATERIALIZED (
     SELECT ($1::text)::jsonb AS f
 ), target AS MATERIALIZED (
-    SELECT j.id
+    SELECT j.id, j.status, j.lock
     FROM {schema}.jobs j, p
     WHERE j.status <> 'doing'
   AND (p.f->>'queue' IS NULL OR j.queue = p.f->>'queue')
@@ -24,6 +25,9 @@ WITH p AS NOT MATERIALIZED (
 ), deleted AS (
     DELETE FROM {schema}.jobs j USING target t WHERE j.id = t.id
     RETURNING j.id
+), unsettled AS (
+    INSERT INTO {schema}.unsettled_locks (lock)
+    SELECT DISTINCT t.lock FROM target t WHERE t.status = 'todo' AND t.lock IS NOT NULL
 )
 SELECT jsonb_build_object(
     'examined', (SELECT count(*) FROM target),

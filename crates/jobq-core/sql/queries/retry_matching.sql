@@ -27,6 +27,7 @@ WITH p AS NOT MATERIALIZED (
 ), plain AS (
     UPDATE {schema}.jobs j
     SET status = 'todo', scheduled_at = now(), finished_at = NULL, abort_requested = false, worker_id = NULL,
+        blocked = false,
         attempts = CASE WHEN (SELECT coalesce((f->>'reset_attempts')::boolean, false) FROM p) THEN 0
                         ELSE j.attempts END
     FROM target t
