@@ -295,8 +295,9 @@ async fn multi_queue(
             .target(Target::AtMost(1.5))
             .note(format!(
                 "median of {} fetches of {FETCH} (fetch.sql, tasks [noop]) naming 3 queues of {} waiting jobs \
-                 each{quick}: {:.2} ms; naming one of them: {:.2} ms; the {} jobs deferred interleaved through \
-                 defer_batch of {FILL_BATCH} in {:.0} s, fetched jobs put back untimed",
+                 each{quick}: {:.2} ms; naming one of them: {:.2} ms; the {} jobs (no others in the table) \
+                 deferred interleaved through defer_batch of {FILL_BATCH} in {:.0} s, fetched jobs put back \
+                 untimed",
                 scale.fetch_samples,
                 number(n as f64),
                 medians[0],
