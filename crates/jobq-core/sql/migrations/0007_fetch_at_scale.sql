@@ -514,7 +514,7 @@ DECLARE
 BEGIN
     IF n->>'lock' IS NOT NULL AND current_setting('transaction_isolation') = 'read committed'
        AND coalesce((n->>'scheduled_at')::timestamptz, now()) <= now() THEN
-        PERFORM {schema}.share_lock_keys(ARRAY[n->>'lock']);
+        PERFORM pg_advisory_xact_lock_shared({schema}.lock_class(), {schema}.lock_key(n->>'lock'));
         -- A statement of its own, so its snapshot is taken after the advisory lock is granted.
         blocked := {schema}.lock_busy(n->>'lock', coalesce((n->>'priority')::integer, 0));
     END IF;
