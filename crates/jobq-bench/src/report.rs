@@ -279,6 +279,11 @@ pub(crate) fn number(v: f64) -> String {
     }
 }
 
+/// A count as the table shows it: thousands separated, never decimals.
+pub(crate) fn count(n: i64) -> String {
+    number(n as f64).trim_end_matches(".00").to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,6 +293,8 @@ mod tests {
         assert_eq!(number(1234567.8), "1,234,568");
         assert_eq!(number(123.0), "123");
         assert_eq!(number(0.876), "0.88");
+        assert_eq!(count(28), "28");
+        assert_eq!(count(1_784_773), "1,784,773");
         assert_eq!(Target::AtLeast(0.9).verdict(0.91), "met");
         assert_eq!(Target::AtMost(1.2).verdict(1.3), "MISSED");
     }

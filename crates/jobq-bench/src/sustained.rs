@@ -10,7 +10,7 @@
 //! long-running deployment would, so the table churns (updates, deletes, autovacuum) instead of only growing.
 
 use crate::queue::{self, Noop};
-use crate::report::{Figure, Report, Target, number};
+use crate::report::{Figure, Report, Target, count, number};
 use crate::{BoxError, Plan};
 use jobq_core::worker::JobContext;
 use jobq_core::{Jobq, NewJob};
@@ -128,11 +128,11 @@ pub(crate) async fn measure(
             "sustained: {:>5} s: deferred {}, ran {}, waiting {}, dead tuples {}, live {}, \
              autovacuums {}, jobs table + indexes {:.1} MiB",
             s.at.as_secs(),
-            number(s.deferred as f64),
-            number(s.ran as f64),
-            number(s.waiting as f64),
-            number(s.dead as f64),
-            number(s.live as f64),
+            count(s.deferred as i64),
+            count(s.ran as i64),
+            count(s.waiting),
+            count(s.dead),
+            count(s.live),
             s.autovacuums,
             mib(s.bytes)
         ));
@@ -152,17 +152,37 @@ pub(crate) async fn measure(
         return Err(format!("the load stopped after {} s", covered.as_secs()).into());
     }
 
-    // Jobs run between two sample times (the samples fall on multiples of `every`).
-    let ran_at = |t: Duration| {
+    // Jobs run (and deferred) between two sample times (the samples fall on multiples of `every`).
+    let at = |t: Duration| {
         samples
             .iter()
             .min_by_key(|s| s.at.abs_diff(t))
-            .map_or(0, |s| s.ran)
+            .map_or((0, 0), |s| (s.ran, s.deferred))
     };
-    let (first, last) = (
-        ran_at(window) - ran_at(Duration::ZERO),
-        ran_at(duration) - ran_at(duration.saturating_sub(window)),
+    let between = |from: Duration, to: Duration| {
+        let ((ran_from, deferred_from), (ran_to, deferred_to)) = (at(from), at(to));
+        (ran_to - ran_from, deferred_to - deferred_from)
+    };
+    let ((first, first_deferred), (last, last_deferred)) = (
+        between(Duration::ZERO, window),
+        between(duration.saturating_sub(window), duration),
     );
+    // The ratio compares the windows' throughput only; whether the worker kept up with the steady rate in
+    // each, and how it went between them, is the evidence beside it: a window that fell behind (a stall,
+    // a growing backlog) makes the ratio low, or above 1 when the first window is the one that did.
+    let kept_up = |ran: usize, deferred: usize| 100.0 * ran as f64 / deferred.max(1) as f64;
+    let slowest = samples
+        .windows(2)
+        .map(|w| {
+            let seconds = (w[1].at - w[0].at).as_secs_f64().max(f64::EPSILON);
+            ((w[1].ran - w[0].ran) as f64 / seconds, w[1].at)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .unwrap_or((0.0, Duration::ZERO));
+    let backlog_max = samples
+        .iter()
+        .max_by_key(|s| s.waiting)
+        .map_or((0, Duration::ZERO), |s| (s.waiting, s.at));
     let per_second = |jobs: usize| jobs as f64 / window.as_secs_f64();
     let mut series = String::new();
     for s in &samples {
@@ -186,17 +206,33 @@ pub(crate) async fn measure(
         .target(Target::AtLeast(0.9))
         .note(format!(
             "{quick}{} s of defer + work at {} jobs/s (half the measured capacity of {} jobs/s); \
-                 last {} s: {} jobs/s, first {} s: {} jobs/s; {}; prune_after {} s; autovacuum as \
-                 configured by default",
+                 last {} s: {} jobs/s run ({:.0}% of those deferred in it), first {} s: {} jobs/s \
+                 ({:.0}%); slowest {} s: {} jobs/s (to {} s); waiting at most {} (at {} s), at the end \
+                 {}; {}; prune_after {} s; autovacuum as configured by default",
             duration.as_secs(),
             number(rate),
             number(capacity),
             window.as_secs(),
             number(per_second(last)),
+            kept_up(last, last_deferred),
             window.as_secs(),
             number(per_second(first)),
+            kept_up(first, first_deferred),
+            every.as_secs(),
+            number(slowest.0),
+            slowest.1.as_secs(),
+            count(backlog_max.0),
+            backlog_max.1.as_secs(),
+            count(end.waiting),
             plan.worker.describe(),
             PRUNE_AFTER.as_secs()
+        )),
+        Figure::new("sustained_backlog_max", backlog_max.0 as f64, "jobs").note(format!(
+            "jobs waiting (status todo), sampled every {} s: at most {} at {} s, {} at the end",
+            every.as_secs(),
+            count(backlog_max.0),
+            backlog_max.1.as_secs(),
+            count(end.waiting)
         )),
         Figure::new(
             "sustained_dead_tuples_max",
