@@ -11,9 +11,14 @@
 //! no-op; and with the feature off nothing of it is compiled. Install the recorder before starting the
 //! worker: the worker resolves its handles the first time it needs them and keeps them.
 //!
-//! The worker's metrics count what this process's workers did. The `jobq_queue_*` gauges describe the
-//! table (any process may set them: [`queue_gauges`] is the one mapping from
-//! [`Jobq::queue_lag`](crate::Jobq::queue_lag) and [`Jobq::queue_counts`](crate::Jobq::queue_counts)).
+//! The worker's metrics count what this process's workers did. The `jobq_queue_*` gauges describe the live
+//! jobs in the table (any process may set them: [`queue_gauges`] is the one mapping from
+//! [`Jobq::queue_lag`](crate::Jobq::queue_lag), which reads only waiting and running jobs through partial
+//! indexes, so a scrape costs the same with millions of finished jobs in the table). Finished jobs have no
+//! gauge: the worker's counters (`jobq_jobs_succeeded_total`, `jobq_jobs_failed_total`,
+//! `jobq_jobs_aborted_total`, …) count them as they end, and
+//! [`Jobq::queue_counts`](crate::Jobq::queue_counts) (`jobq queues`, the dashboard's queues page) gives the
+//! table's totals by status, at the cost of reading every row.
 //!
 //! | name | kind | labels | what |
 //! | --- | --- | --- | --- |
@@ -31,7 +36,7 @@
 //! | `jobq_fetched_jobs_total` | counter | | jobs fetched |
 //! | `jobq_completion_duration_seconds` | histogram | | one statement reporting a batch of job ends |
 //! | `jobq_completions_pending` | gauge | | job ends waiting to be reported to the server |
-//! | `jobq_queue_jobs` | gauge | queue, status | jobs in the table by queue and status |
+//! | `jobq_queue_jobs` | gauge | queue, status | live jobs in the table by queue and status: `todo` (waiting: due and scheduled) and `doing` (running); no finished status |
 //! | `jobq_queue_due_jobs` | gauge | queue | waiting jobs due now |
 //! | `jobq_queue_scheduled_jobs` | gauge | queue | waiting jobs scheduled for later |
 //! | `jobq_queue_oldest_due_age_seconds` | gauge | queue | how long the oldest due job has waited (0 when none) |
@@ -65,7 +70,7 @@ pub const FETCHED_JOBS: &str = "jobq_fetched_jobs_total";
 pub const COMPLETION_DURATION: &str = "jobq_completion_duration_seconds";
 /// Job ends waiting to be reported.
 pub const COMPLETIONS_PENDING: &str = "jobq_completions_pending";
-/// Jobs by queue and status. Labels: [`QUEUE`], [`STATUS`].
+/// Live jobs by queue and status, `todo` or `doing` only. Labels: [`QUEUE`], [`STATUS`].
 pub const QUEUE_JOBS: &str = "jobq_queue_jobs";
 /// Waiting jobs due now. Label: [`QUEUE`].
 pub const QUEUE_DUE_JOBS: &str = "jobq_queue_due_jobs";
@@ -80,12 +85,12 @@ pub const QUEUE_PAUSED: &str = "jobq_queue_paused";
 pub const TASK: &str = "task";
 /// Label: the queue name.
 pub const QUEUE: &str = "queue";
-/// Label: a job status (`todo`, `doing`, …).
+/// Label: a job status (`todo`, `doing`, …; in [`QUEUE_JOBS`] only `todo` and `doing`).
 pub const STATUS: &str = "status";
 /// Label: how a handler run ended (`succeeded`, `failed`, `aborted`, `timed_out`, `released`).
 pub const OUTCOME: &str = "outcome";
 
-use crate::{QueueCount, QueueLag, Status};
+use crate::{QueueLag, Status};
 
 /// One queue gauge's value, as plain data: what the worker's `queue_metrics` sets through the `metrics`
 /// facade and what a dashboard renders as Prometheus text, from the same [`queue_gauges`].
@@ -109,51 +114,46 @@ impl QueueGauge {
     }
 }
 
-/// The queue gauges for what [`Jobq::queue_lag`](crate::Jobq::queue_lag) and
-/// [`Jobq::queue_counts`](crate::Jobq::queue_counts) returned: the one mapping from those rows to gauge
-/// values.
+/// The statuses [`QUEUE_JOBS`] has a series for: the live ones, which [`Jobq::queue_lag`](crate::Jobq::queue_lag)
+/// counts without reading finished jobs.
+pub const LIVE_STATUSES: [Status; 2] = [Status::Todo, Status::Doing];
+
+/// The queue gauges for what [`Jobq::queue_lag`](crate::Jobq::queue_lag) returned: the one mapping from its
+/// rows to gauge values.
 ///
-/// Every queue named in either input gets every gauge: [`QUEUE_DUE_JOBS`], [`QUEUE_SCHEDULED_JOBS`],
-/// [`QUEUE_OLDEST_DUE_AGE`] (0 when no job is due), [`QUEUE_PAUSED`] (1 or 0), and [`QUEUE_JOBS`] for every
-/// [`Status`] (0 for a status it has no job in), so a series that empties reads 0 rather than vanishing.
-/// A queue in neither input (no job left and not paused) gets none; a process that sets these gauges over
-/// time should set that queue's series to 0 (the worker's `queue_metrics` does). The order is stable: by
-/// queue name, then the gauges in the order above, statuses in [`Status::ALL`] order.
-pub fn queue_gauges(lag: &[QueueLag], counts: &[QueueCount]) -> Vec<QueueGauge> {
-    let mut queues: Vec<&str> = lag
-        .iter()
-        .map(|l| l.queue.as_str())
-        .chain(counts.iter().map(|c| c.queue.as_str()))
-        .collect();
-    queues.sort_unstable();
-    queues.dedup();
-    let mut gauges = Vec::with_capacity(queues.len() * (4 + Status::ALL.len()));
-    for queue in queues {
-        let row = lag.iter().find(|l| l.queue == queue);
-        let due = row.map_or(0, |l| l.due);
-        let scheduled = row.map_or(0, |l| l.scheduled);
-        let age = row
-            .and_then(|l| l.oldest_due_age)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let paused = row.is_some_and(QueueLag::paused);
-        gauges.push(QueueGauge::new(QUEUE_DUE_JOBS, queue, due as f64));
+/// Every queue in `lag` (a queue with waiting or running jobs, or paused) gets every gauge:
+/// [`QUEUE_DUE_JOBS`], [`QUEUE_SCHEDULED_JOBS`], [`QUEUE_OLDEST_DUE_AGE`] (0 when no job is due),
+/// [`QUEUE_PAUSED`] (1 or 0), and [`QUEUE_JOBS`] for each of [`LIVE_STATUSES`]: `todo` (due and scheduled)
+/// and `doing` (running), 0 when it has none, so a series that empties reads 0 rather than vanishing. No
+/// finished status gets a series (see the [module](self) documentation for where those counts come from).
+/// A queue not in `lag` (no live job and not paused) gets none; a process that sets these gauges over time
+/// should set that queue's series to 0 (the worker's `queue_metrics` does). The order is stable: by queue
+/// name, then the gauges in the order above, statuses in [`LIVE_STATUSES`] order; should `lag` name a queue
+/// twice, its first row counts.
+pub fn queue_gauges(lag: &[QueueLag]) -> Vec<QueueGauge> {
+    let mut rows: Vec<&QueueLag> = lag.iter().collect();
+    // Stable, so the first of two rows of one queue stays first.
+    rows.sort_by(|a, b| a.queue.cmp(&b.queue));
+    rows.dedup_by(|later, first| later.queue == first.queue);
+    let mut gauges = Vec::with_capacity(rows.len() * (4 + LIVE_STATUSES.len()));
+    for row in rows {
+        let queue = row.queue.as_str();
+        let age = row.oldest_due_age.map_or(0.0, |d| d.as_secs_f64());
+        gauges.push(QueueGauge::new(QUEUE_DUE_JOBS, queue, row.due as f64));
         gauges.push(QueueGauge::new(
             QUEUE_SCHEDULED_JOBS,
             queue,
-            scheduled as f64,
+            row.scheduled as f64,
         ));
         gauges.push(QueueGauge::new(QUEUE_OLDEST_DUE_AGE, queue, age));
         gauges.push(QueueGauge::new(
             QUEUE_PAUSED,
             queue,
-            if paused { 1.0 } else { 0.0 },
+            if row.paused() { 1.0 } else { 0.0 },
         ));
-        for status in Status::ALL {
-            let count: i64 = counts
-                .iter()
-                .filter(|c| c.queue == queue && c.status == status)
-                .map(|c| c.count)
-                .sum();
+        // In LIVE_STATUSES order: todo, doing.
+        let counts = [row.due + row.scheduled, row.running];
+        for (status, count) in LIVE_STATUSES.into_iter().zip(counts) {
             let mut gauge = QueueGauge::new(QUEUE_JOBS, queue, count as f64);
             gauge.labels.push((STATUS, status.as_str().to_owned()));
             gauges.push(gauge);
@@ -180,7 +180,7 @@ pub fn help(name: &str) -> Option<&'static str> {
         FETCHED_JOBS => "Jobs fetched.",
         COMPLETION_DURATION => "Seconds one statement reporting a batch of job ends took.",
         COMPLETIONS_PENDING => "Job ends waiting to be reported to the server.",
-        QUEUE_JOBS => "Jobs in the table by queue and status.",
+        QUEUE_JOBS => "Live jobs in the table by queue and status (todo: waiting, doing: running).",
         QUEUE_DUE_JOBS => "Waiting jobs due now.",
         QUEUE_SCHEDULED_JOBS => "Waiting jobs scheduled for later.",
         QUEUE_OLDEST_DUE_AGE => "Seconds the oldest due job has waited (0 when none is due).",
@@ -194,22 +194,20 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn lag(queue: &str, due: i64, scheduled: i64, age: Option<u64>, paused: bool) -> QueueLag {
+    fn lag(
+        queue: &str,
+        (due, scheduled, running): (i64, i64, i64),
+        age: Option<u64>,
+        paused: bool,
+    ) -> QueueLag {
         QueueLag {
             queue: queue.into(),
             due,
             scheduled,
+            running,
             oldest_due_at: age.map(|_| chrono::Utc::now()),
             oldest_due_age: age.map(Duration::from_secs),
             paused_at: paused.then(chrono::Utc::now),
-        }
-    }
-
-    fn count(queue: &str, status: Status, count: i64) -> QueueCount {
-        QueueCount {
-            queue: queue.into(),
-            status,
-            count,
         }
     }
 
@@ -228,19 +226,17 @@ mod tests {
     }
 
     #[test]
-    fn queue_gauges_map_lag_and_counts() {
+    fn queue_gauges_map_lag() {
+        // Not in name order, and "emails" twice: the first row counts.
         let lags = [
-            lag("emails", 3, 2, Some(40), false),
-            lag("idle", 0, 0, None, true),
+            lag("idle", (0, 0, 0), None, true),
+            lag("emails", (3, 2, 4), Some(40), false),
+            lag("busy", (0, 0, 5), None, false),
+            lag("emails", (9, 9, 9), Some(1), true),
         ];
-        let counts = [
-            count("emails", Status::Todo, 5),
-            count("emails", Status::Failed, 1),
-            count("done", Status::Succeeded, 7),
-        ];
-        let g = queue_gauges(&lags, &counts);
-        // Three queues, each with four lag gauges and one count gauge per status.
-        assert_eq!(g.len(), 3 * (4 + Status::ALL.len()));
+        let g = queue_gauges(&lags);
+        // Three queues, each with four lag gauges and one count gauge per live status.
+        assert_eq!(g.len(), 3 * (4 + LIVE_STATUSES.len()));
         let q = |queue| [(QUEUE, queue)];
         assert_eq!(value(&g, QUEUE_DUE_JOBS, &q("emails")), Some(3.0));
         assert_eq!(value(&g, QUEUE_SCHEDULED_JOBS, &q("emails")), Some(2.0));
@@ -248,23 +244,33 @@ mod tests {
         assert_eq!(value(&g, QUEUE_PAUSED, &q("emails")), Some(0.0));
         assert_eq!(value(&g, QUEUE_PAUSED, &q("idle")), Some(1.0));
         assert_eq!(value(&g, QUEUE_OLDEST_DUE_AGE, &q("idle")), Some(0.0));
-        // A queue only in the counts has zero lag.
-        assert_eq!(value(&g, QUEUE_DUE_JOBS, &q("done")), Some(0.0));
-        assert_eq!(value(&g, QUEUE_PAUSED, &q("done")), Some(0.0));
+        // A queue with only running jobs has zero lag.
+        assert_eq!(value(&g, QUEUE_DUE_JOBS, &q("busy")), Some(0.0));
+        assert_eq!(value(&g, QUEUE_PAUSED, &q("busy")), Some(0.0));
         let s = |queue, status| [(QUEUE, queue), (STATUS, status)];
         assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "todo")), Some(5.0));
-        assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "failed")), Some(1.0));
-        assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "doing")), Some(0.0));
-        assert_eq!(value(&g, QUEUE_JOBS, &s("done", "succeeded")), Some(7.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("emails", "doing")), Some(4.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("busy", "doing")), Some(5.0));
+        assert_eq!(value(&g, QUEUE_JOBS, &s("busy", "todo")), Some(0.0));
         assert_eq!(value(&g, QUEUE_JOBS, &s("idle", "todo")), Some(0.0));
+        // No finished status has a series.
+        assert!(
+            g.iter()
+                .filter(|g| g.name == QUEUE_JOBS)
+                .all(|g| ["todo", "doing"].contains(&g.labels[1].1.as_str())),
+            "{g:?}"
+        );
         // Sorted by queue name.
-        assert_eq!(g[0].labels[0].1, "done");
-        assert_eq!(g.last().map(|g| g.labels[0].1.as_str()), Some("idle"));
+        let queues: Vec<&str> = g.iter().map(|g| g.labels[0].1.as_str()).collect();
+        let mut sorted = queues.clone();
+        sorted.sort_unstable();
+        assert_eq!(queues, sorted);
+        assert_eq!(queues[0], "busy");
         assert!(g.iter().all(|g| help(g.name).is_some()));
     }
 
     #[test]
     fn queue_gauges_of_nothing_is_empty() {
-        assert!(queue_gauges(&[], &[]).is_empty());
+        assert!(queue_gauges(&[]).is_empty());
     }
 }

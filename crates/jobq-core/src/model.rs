@@ -388,7 +388,7 @@ pub struct PausedQueue {
 }
 
 /// How far behind one queue is, as [`Jobq::queue_lag`](crate::Jobq::queue_lag) reports it: its waiting jobs
-/// due now and scheduled later, the oldest due job's wait, and whether it is paused.
+/// due now and scheduled later, its running jobs, the oldest due job's wait, and whether it is paused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct QueueLag {
@@ -398,6 +398,8 @@ pub struct QueueLag {
     pub due: i64,
     /// Waiting jobs scheduled for later.
     pub scheduled: i64,
+    /// Running jobs (`doing`): taken by a worker and not yet ended.
+    pub running: i64,
     /// When the oldest due job became due (its `scheduled_at`); `None` when none is due.
     #[serde(default, deserialize_with = "pg_time::optional_utc")]
     pub oldest_due_at: Option<DateTime<Utc>>,

@@ -3,6 +3,7 @@
 mod common;
 
 use common::{Async, Backend, connect};
+use jobq_core::AsyncExecutor;
 use jobq_core::prelude::*;
 use jobq_core::worker::{JobContext, Worker};
 use postgres::fallible_iterator::FallibleIterator;
@@ -233,8 +234,9 @@ async fn bad_queue_names_are_refused_before_any_sql() {
     client.batch_execute("COMMIT").await.unwrap();
 }
 
-/// Queue lag counts waiting jobs due now and scheduled later per queue, ignores finished ones, gives the
-/// oldest due job's age (at least how long ago it was scheduled) and lists paused queues, jobs or not.
+/// Queue lag counts waiting jobs due now and scheduled later and running jobs per queue, ignores finished
+/// ones, gives the oldest due job's age (at least how long ago it was scheduled) and lists paused queues,
+/// jobs or not, and queues whose only jobs are running.
 #[tokio::test]
 async fn queue_lag_counts_due_and_scheduled_jobs_and_the_oldest_age() {
     let db = jobq_tempdb::database();
@@ -268,7 +270,9 @@ async fn queue_lag_counts_due_and_scheduled_jobs_and_the_oldest_age() {
              SELECT 'a', 'noop', 'succeeded', now(), now() - interval '1 day'
              FROM generate_series(1, 100);
              INSERT INTO jobq.jobs (queue, task, status, started_at, worker_id, scheduled_at)
-             VALUES ('a', 'noop', 'doing', now(), 1, now() - interval '1 day')",
+             VALUES ('a', 'noop', 'doing', now(), 1, now() - interval '1 day'),
+                    ('c', 'noop', 'doing', now(), 1, now() - interval '1 day'),
+                    ('c', 'noop', 'doing', now(), 1, now() + interval '1 day')",
         )
         .await
         .unwrap();
@@ -276,9 +280,9 @@ async fn queue_lag_counts_due_and_scheduled_jobs_and_the_oldest_age() {
 
     let lag = jobq.queue_lag().run(c()).await.unwrap();
     let queues: Vec<&str> = lag.iter().map(|l| l.queue.as_str()).collect();
-    assert_eq!(queues, ["a", "b", "default"], "{lag:?}");
-    let (a, b, default) = (&lag[0], &lag[1], &lag[2]);
-    assert_eq!((a.due, a.scheduled), (2, 1), "{a:?}");
+    assert_eq!(queues, ["a", "b", "c", "default"], "{lag:?}");
+    let (a, b, running_only, default) = (&lag[0], &lag[1], &lag[2], &lag[3]);
+    assert_eq!((a.due, a.scheduled, a.running), (2, 1, 1), "{a:?}");
     assert!(
         a.oldest_due_age.unwrap() >= Duration::from_secs(3600),
         "{a:?}"
@@ -289,10 +293,29 @@ async fn queue_lag_counts_due_and_scheduled_jobs_and_the_oldest_age() {
         "{a:?}"
     );
     assert!(!a.paused());
-    assert_eq!((b.due, b.scheduled), (0, 0), "{b:?}");
+    assert_eq!((b.due, b.scheduled, b.running), (0, 0, 0), "{b:?}");
     assert_eq!((b.oldest_due_at, b.oldest_due_age), (None, None));
     assert!(b.paused(), "{b:?}");
-    assert_eq!((default.due, default.scheduled), (0, 1), "{default:?}");
+    // Only running jobs: listed, none waiting, whatever their scheduled_at.
+    assert_eq!(
+        (
+            running_only.due,
+            running_only.scheduled,
+            running_only.running
+        ),
+        (0, 0, 2),
+        "{running_only:?}"
+    );
+    assert_eq!(
+        (running_only.oldest_due_at, running_only.oldest_due_age),
+        (None, None)
+    );
+    assert!(!running_only.paused());
+    assert_eq!(
+        (default.due, default.scheduled, default.running),
+        (0, 1, 0),
+        "{default:?}"
+    );
     assert_eq!(default.oldest_due_age, None);
 
     jobq.resume_queue("b").run(c()).await.unwrap();
@@ -300,5 +323,127 @@ async fn queue_lag_counts_due_and_scheduled_jobs_and_the_oldest_age() {
     assert!(
         lag.iter().all(|l| l.queue != "b"),
         "a resumed queue without jobs is gone: {lag:?}"
+    );
+    client
+        .batch_execute(
+            "UPDATE jobq.jobs SET status = 'succeeded', finished_at = now() WHERE queue = 'c'",
+        )
+        .await
+        .unwrap();
+    let lag = jobq.queue_lag().run(c()).await.unwrap();
+    assert!(
+        lag.iter().all(|l| l.queue != "c"),
+        "a queue whose running jobs ended is gone: {lag:?}"
+    );
+}
+
+/// An executor that records the statements it is given and answers each with no row: how a test gets the
+/// SQL text an operation sends.
+struct Recorder<'a>(&'a mut Vec<String>);
+
+impl AsyncExecutor for Recorder<'_> {
+    async fn query(
+        &mut self,
+        sql: &str,
+        _arg: Option<&str>,
+    ) -> Result<Vec<String>, jobq_core::ConnectorError> {
+        self.0.push(sql.to_owned());
+        Ok(Vec::new())
+    }
+}
+
+/// Every plan node of an `EXPLAIN (FORMAT JSON)` document, depth first.
+fn plan_nodes(node: &serde_json::Value, out: &mut Vec<serde_json::Value>) {
+    out.push(node.clone());
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        plan_nodes(child, out);
+    }
+}
+
+/// The queue gauges' statement stays cheap however many finished jobs the table holds: with 200,000 of
+/// them (ANALYZE'd) beside a few waiting, blocked and running ones, its plan reads the jobs table only
+/// through the partial indexes of live jobs (no sequential scan of jobs), and it still counts right.
+#[tokio::test]
+async fn queue_lag_reads_no_finished_job_however_many() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    client
+        .batch_execute(
+            "INSERT INTO jobq.jobs (queue, task, status, finished_at, scheduled_at)
+             SELECT 'q' || (i % 10), 'noop', CASE WHEN i % 7 = 0 THEN 'failed' ELSE 'succeeded' END,
+                    now(), now() - interval '1 day'
+             FROM generate_series(1, 200000) i;
+             INSERT INTO jobq.jobs (queue, task, scheduled_at)
+             SELECT 'q' || (i % 3), 'noop', now() + (i - 10) * interval '1 minute'
+             FROM generate_series(1, 20) i;
+             INSERT INTO jobq.jobs (queue, task, status, started_at, worker_id, lock)
+             VALUES ('q1', 'noop', 'doing', now(), 1, 'l'), ('only_running', 'noop', 'doing', now(), 1, NULL);
+             INSERT INTO jobq.jobs (queue, task, lock, blocked) VALUES ('q1', 'noop', 'l', true);
+             ANALYZE jobq.jobs;",
+        )
+        .await
+        .unwrap();
+
+    let mut sent = Vec::new();
+    let nothing = jobq.queue_lag().run(Recorder(&mut sent)).await.unwrap();
+    assert!(nothing.is_empty());
+    let [sql] = sent.as_slice() else {
+        panic!("queue_lag is one statement: {sent:?}")
+    };
+    let plan = client
+        .simple_query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .expect("EXPLAIN answers a row");
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    let mut nodes = Vec::new();
+    plan_nodes(&plan[0]["Plan"], &mut nodes);
+    let on_jobs: Vec<&serde_json::Value> = nodes
+        .iter()
+        .filter(|n| n["Relation Name"] == "jobs" || n["Index Name"].is_string())
+        .collect();
+    assert!(!on_jobs.is_empty(), "{plan:#}");
+    for node in &on_jobs {
+        assert_ne!(
+            node["Node Type"], "Seq Scan",
+            "a sequential scan of jobs: {plan:#}"
+        );
+    }
+    let mut indexes: Vec<&str> = on_jobs
+        .iter()
+        .filter_map(|n| n["Index Name"].as_str())
+        .collect();
+    indexes.sort_unstable();
+    indexes.dedup();
+    assert_eq!(
+        indexes,
+        ["jobs_doing_idx", "jobs_fetch_idx", "jobs_todo_lock_idx"],
+        "{plan:#}"
+    );
+
+    let lag = jobq.queue_lag().run(Async(&client)).await.unwrap();
+    let got: Vec<(&str, i64, i64, i64)> = lag
+        .iter()
+        .map(|l| (l.queue.as_str(), l.due, l.scheduled, l.running))
+        .collect();
+    // q0..q2 share 20 jobs scheduled from 9 minutes ago to 10 minutes ahead (i = 1..=20, due while i <= 10),
+    // plus q1's blocked job (due) and its running lock head.
+    let due = |q: i64| (1..=10).filter(|i| i % 3 == q).count() as i64;
+    let later = |q: i64| (11..=20).filter(|i| i % 3 == q).count() as i64;
+    assert_eq!(
+        got,
+        [
+            ("only_running", 0, 0, 1),
+            ("q0", due(0), later(0), 0),
+            ("q1", due(1) + 1, later(1), 1),
+            ("q2", due(2), later(2), 0),
+        ],
+        "{lag:?}"
     );
 }

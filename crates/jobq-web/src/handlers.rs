@@ -236,39 +236,81 @@ fn confirmed(form: &HashMap<String, String>) -> Result<(), PageError> {
     }
 }
 
-/// The queues: counts by status and lag, merged by name, with throughput since the previous look.
+/// The queues for a full page load: the finished counts from `queue_counts` (a `GROUP BY` over every row
+/// of the jobs table, so only here), the live ones from `queue_lag` (waiting and running jobs only, through
+/// partial indexes), merged by name, with throughput since the previous look; kept for the live refresh.
 async fn queue_rows<B: Backend>(state: &State<B>) -> Result<Vec<QueueRow>, PageError> {
     let counts = state.run(state.jobq.queue_counts()).await?;
     let lag = state.run(state.jobq.queue_lag()).await?;
     let mut rows: Vec<QueueRow> = Vec::new();
-    fn row<'a>(rows: &'a mut Vec<QueueRow>, name: &str) -> &'a mut QueueRow {
-        match rows.iter().position(|r| r.name == name) {
-            Some(i) => &mut rows[i],
-            None => {
-                rows.push(QueueRow {
-                    name: name.to_owned(),
-                    ..QueueRow::default()
-                });
-                let last = rows.len() - 1;
-                &mut rows[last]
-            }
-        }
+    for c in counts.iter().filter(|c| c.status.is_final()) {
+        row(&mut rows, &c.queue).counts[column(c.status)] += c.count;
     }
-    for c in &counts {
-        if let Some(i) = Status::ALL.iter().position(|s| *s == c.status) {
-            row(&mut rows, &c.queue).counts[i] += c.count;
-        }
+    set_live(&mut rows, &lag);
+    throughput(state, &mut rows);
+    if let Ok(mut kept) = state.page_rows.lock() {
+        *kept = Some(rows.clone());
     }
-    for l in &lag {
-        let r = row(&mut rows, &l.queue);
+    Ok(rows)
+}
+
+/// The queues for the page's refresh every few seconds: only `queue_lag` runs, so a page left open costs no
+/// scan of the finished jobs. Their counts and the throughput stay those of the latest full load of the
+/// queues page (by anyone); without one yet (the dashboard restarted under an open page), it is a full load.
+async fn live_queue_rows<B: Backend>(state: &State<B>) -> Result<Vec<QueueRow>, PageError> {
+    let kept = state.page_rows.lock().ok().and_then(|kept| kept.clone());
+    let Some(mut rows) = kept else {
+        return queue_rows(state).await;
+    };
+    let lag = state.run(state.jobq.queue_lag()).await?;
+    set_live(&mut rows, &lag);
+    Ok(rows)
+}
+
+/// Sets each row's live columns (`todo`, `doing`, due, scheduled, oldest due, paused) from `lag`, to none
+/// for a queue `lag` does not list, adding a row for a queue new in it; sorts the rows by name.
+fn set_live(rows: &mut Vec<QueueRow>, lag: &[jobq_core::QueueLag]) {
+    for r in rows.iter_mut() {
+        r.counts[column(Status::Todo)] = 0;
+        r.counts[column(Status::Doing)] = 0;
+        r.due = 0;
+        r.scheduled = 0;
+        r.oldest_due_age = None;
+        r.paused_at = None;
+    }
+    for l in lag {
+        let r = row(rows, &l.queue);
+        r.counts[column(Status::Todo)] = l.due + l.scheduled;
+        r.counts[column(Status::Doing)] = l.running;
         r.due = l.due;
         r.scheduled = l.scheduled;
         r.oldest_due_age = l.oldest_due_age;
         r.paused_at = l.paused_at;
     }
     rows.sort_by(|a, b| a.name.cmp(&b.name));
-    throughput(state, &mut rows);
-    Ok(rows)
+}
+
+/// The row of queue `name`, added when missing.
+fn row<'a>(rows: &'a mut Vec<QueueRow>, name: &str) -> &'a mut QueueRow {
+    match rows.iter().position(|r| r.name == name) {
+        Some(i) => &mut rows[i],
+        None => {
+            rows.push(QueueRow {
+                name: name.to_owned(),
+                ..QueueRow::default()
+            });
+            let last = rows.len() - 1;
+            &mut rows[last]
+        }
+    }
+}
+
+/// A status's column in [`QueueRow::counts`] (`Status::ALL` order).
+fn column(status: Status) -> usize {
+    Status::ALL
+        .iter()
+        .position(|s| *s == status)
+        .expect("every status is in Status::ALL")
 }
 
 /// Jobs succeeded or failed per minute per queue, from the difference with the counts at an earlier look
@@ -324,7 +366,7 @@ async fn queues_live<B: Backend>(
     axum::extract::State(state): Shared<B>,
     Extension(ctx): Extension<Ctx>,
 ) -> Response {
-    match queue_rows(&state).await {
+    match live_queue_rows(&state).await {
         Ok(rows) => views::queue_table(&ctx, &rows).into_response(),
         Err(e) => (e.status, e.message).into_response(),
     }
@@ -659,10 +701,11 @@ async fn workers<B: Backend>(
 
 async fn metrics<B: Backend>(axum::extract::State(state): Shared<B>) -> Response {
     let result = async {
+        // Only queue_lag: live jobs through partial indexes, whatever the finished jobs (see the gauges'
+        // documentation in jobq_core::metrics).
         let lag = state.run(state.jobq.queue_lag()).await?;
-        let counts = state.run(state.jobq.queue_counts()).await?;
         Ok::<_, PageError>(crate::prometheus::render_queue_gauges(
-            &jobq_core::metrics::queue_gauges(&lag, &counts),
+            &jobq_core::metrics::queue_gauges(&lag),
         ))
     }
     .await;

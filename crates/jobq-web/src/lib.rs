@@ -1,7 +1,7 @@
 //! jobq's web dashboard: an [axum](https://docs.rs/axum) router an application mounts in its own, or
 //! that `jobq dashboard` serves on its own.
 //!
-//! Server-rendered pages (no JavaScript but a 20-line vendored script that refreshes the queue counts):
+//! Server-rendered pages (no JavaScript but a 20-line vendored script that refreshes the queues' live counts):
 //!
 //! | path | what |
 //! | --- | --- |
@@ -9,7 +9,7 @@
 //! | `/jobs` | jobs filtered by queue, task, status and created / finished time, keyset paging; bulk actions on every job matching |
 //! | `/jobs/{id}` | one job: arguments, every attempt's error, timings, lock, queueing lock; retry, cancel, abort, delete |
 //! | `/workers` | workers: name, queues, heartbeat age, running jobs |
-//! | `/metrics` | Prometheus text: the `jobq_queue_*` gauges, then the application's own ([`Dashboard::metrics_text`]) |
+//! | `/metrics` | Prometheus text: the `jobq_queue_*` gauges (live jobs only, from `Jobq::queue_lag`), then the application's own ([`Dashboard::metrics_text`]) |
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -193,6 +193,7 @@ impl<B: Backend> Dashboard<B> {
             query_timeout: self.query_timeout,
             keys,
             previous_counts: Mutex::new(None),
+            page_rows: Mutex::new(None),
         });
         handlers::router(state)
     }
@@ -210,6 +211,9 @@ pub(crate) struct State<B> {
     pub(crate) keys: security::Keys,
     /// The finished jobs per queue at the previous queues page, for throughput without another statement.
     pub(crate) previous_counts: Mutex<Option<(Instant, HashMap<String, i64>)>>,
+    /// The queue rows of the latest full queues page: the live refresh keeps their finished counts and
+    /// throughput, and reads only `queue_lag` for the rest.
+    pub(crate) page_rows: Mutex<Option<Vec<views::QueueRow>>>,
 }
 
 impl<B: Backend> State<B> {

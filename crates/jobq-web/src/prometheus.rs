@@ -107,7 +107,7 @@ mod tests {
 # HELP jobq_queue_oldest_due_age_seconds Seconds the oldest due job has waited (0 when none is due).
 # TYPE jobq_queue_oldest_due_age_seconds gauge
 jobq_queue_oldest_due_age_seconds{queue=\"a\\\\b\\n\\\"c\\\"\"} 1.5
-# HELP jobq_queue_jobs Jobs in the table by queue and status.
+# HELP jobq_queue_jobs Live jobs in the table by queue and status (todo: waiting, doing: running).
 # TYPE jobq_queue_jobs gauge
 jobq_queue_jobs{queue=\"q\",status=\"todo\"} 2
 jobq_queue_jobs{queue=\"q\",status=\"doing\"} 0

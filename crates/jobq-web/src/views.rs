@@ -184,7 +184,7 @@ pub(crate) fn queues(ctx: &Ctx, rows: &[QueueRow], notice: Option<&str>) -> Mark
                     button type="submit" { "Pause" }
                 }
             }
-            p.hint { "Counts refresh every 5 seconds. Throughput is jobs succeeded or failed per minute since the previous look at this page." }
+            p.hint { "The todo and doing counts, due, scheduled, oldest due and state refresh every 5 seconds; the finished counts and throughput are as of the page's load (reload for new ones). Throughput is jobs succeeded or failed per minute since the previous load of this page." }
         },
     )
 }

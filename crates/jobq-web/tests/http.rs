@@ -174,6 +174,7 @@ async fn every_page_renders_and_metrics_carry_the_queue_gauges() {
     for line in [
         "# TYPE jobq_queue_jobs gauge",
         "jobq_queue_jobs{queue=\"emails\",status=\"todo\"} 1",
+        "jobq_queue_jobs{queue=\"emails\",status=\"doing\"} 0",
         "jobq_queue_due_jobs{queue=\"emails\"} 1",
         "jobq_queue_paused{queue=\"emails\"} 0",
         "app_requests_total 7",
@@ -185,6 +186,98 @@ async fn every_page_renders_and_metrics_carry_the_queue_gauges() {
         );
     }
     assert_eq!(get(&app, "/nowhere").await.status, StatusCode::NOT_FOUND);
+}
+
+/// A queue's count of `status` in a queues table (`None` when it shows 0). The table has one queue here.
+fn count(body: &str, status: &str) -> Option<i64> {
+    let at = body.find(&format!("class=\"count st-{status}\""))?;
+    let rest = &body[at..];
+    let text = &rest[rest.find('>')? + 1..];
+    Some(text[..text.find('<')?].parse().unwrap())
+}
+
+/// `GET /metrics` carries the live statuses only (no finished status: that would be a scan of every job),
+/// and the queues page's refresh reads only `queue_lag`: its todo and doing counts follow the table, its
+/// finished counts stay those of the latest full load, which reads them anew; a refresh with no full load
+/// before it (the dashboard restarted under an open page) reads them too.
+#[tokio::test]
+async fn metrics_and_the_live_refresh_read_only_live_jobs() {
+    let db = jobq_tempdb::database();
+    let backend = PoolExecutor::connect(db.url(), 2).unwrap();
+    let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let connection = tokio::spawn(connection);
+    // No worker runs here, so nothing recovers the running job of a worker that does not exist.
+    client
+        .batch_execute(
+            "INSERT INTO jobq.jobs (queue, task, status, finished_at, started_at, worker_id)
+             VALUES ('work', 'noop', 'todo', NULL, NULL, NULL),
+                    ('work', 'noop', 'todo', NULL, NULL, NULL),
+                    ('work', 'noop', 'doing', NULL, now(), 1),
+                    ('work', 'noop', 'succeeded', now(), now(), NULL),
+                    ('work', 'noop', 'succeeded', now(), now(), NULL),
+                    ('work', 'noop', 'succeeded', now(), now(), NULL),
+                    ('work', 'noop', 'failed', now(), now(), NULL)",
+        )
+        .await
+        .unwrap();
+    let app = dashboard(&backend).router();
+
+    let metrics = get(&app, "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    for line in [
+        "jobq_queue_jobs{queue=\"work\",status=\"todo\"} 2",
+        "jobq_queue_jobs{queue=\"work\",status=\"doing\"} 1",
+        "jobq_queue_due_jobs{queue=\"work\"} 2",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line} in {}",
+            metrics.body
+        );
+    }
+    for status in ["succeeded", "failed", "cancelled", "aborted"] {
+        assert!(
+            !metrics.body.contains(&format!("status=\"{status}\"")),
+            "{status} in {}",
+            metrics.body
+        );
+    }
+
+    let page = get(&app, "/").await;
+    let counts =
+        |body: &str| ["todo", "doing", "succeeded", "failed"].map(|status| count(body, status));
+    assert_eq!(counts(&page.body), [Some(2), Some(1), Some(3), Some(1)]);
+
+    // One waiting job succeeds, the running one fails, another starts.
+    client
+        .batch_execute(
+            "UPDATE jobq.jobs SET status = 'succeeded', finished_at = now()
+             WHERE id = (SELECT min(id) FROM jobq.jobs WHERE status = 'todo');
+             UPDATE jobq.jobs SET status = 'failed', finished_at = now() WHERE status = 'doing';
+             INSERT INTO jobq.jobs (queue, task, status, started_at, worker_id)
+             VALUES ('work', 'noop', 'doing', now(), 1)",
+        )
+        .await
+        .unwrap();
+    let live = get(&app, "/queues/live").await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert!(live.body.starts_with("<table"), "{}", live.body);
+    assert_eq!(
+        counts(&live.body),
+        [Some(1), Some(1), Some(3), Some(1)],
+        "live counts new, finished ones from the page's load: {}",
+        live.body
+    );
+    let page = get(&app, "/").await;
+    assert_eq!(counts(&page.body), [Some(1), Some(1), Some(4), Some(2)]);
+    let restarted = dashboard(&backend).router();
+    let live = get(&restarted, "/queues/live").await;
+    assert_eq!(counts(&live.body), [Some(1), Some(1), Some(4), Some(2)]);
+
+    drop(client);
+    let _ = connection.await;
 }
 
 #[tokio::test]

@@ -49,15 +49,15 @@ async fn queue_metrics<B: Backend>(shared: &Shared<B>) {
     }
 }
 
-/// Reads [`Jobq::queue_lag`](crate::Jobq::queue_lag) and [`Jobq::queue_counts`](crate::Jobq::queue_counts)
-/// and sets the queue gauges from them ([`crate::metrics::queue_gauges`]).
+/// Reads [`Jobq::queue_lag`](crate::Jobq::queue_lag), one statement that reads only waiting and running jobs
+/// (through partial indexes, so finished jobs cost it nothing), and sets the queue gauges from it
+/// ([`crate::metrics::queue_gauges`]).
 async fn queue_metrics_once<B: Backend>(
     shared: &Shared<B>,
     gauges: &mut QueueGauges,
 ) -> Result<(), Error> {
     let lag = shared.run(shared.jobq.queue_lag()).await?;
-    let counts = shared.run(shared.jobq.queue_counts()).await?;
-    gauges.set(crate::metrics::queue_gauges(&lag, &counts));
+    gauges.set(crate::metrics::queue_gauges(&lag));
     Ok(())
 }
 
