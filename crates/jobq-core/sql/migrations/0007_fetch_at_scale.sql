@@ -312,7 +312,8 @@ $$;
 -- 3. Every way a lock's job stops running settles the lock.
 -- ---------------------------------------------------------------------------------------------------------
 -- end_jobs as migration 2 left it; a job that goes back to `todo` is never blocked (it may be its lock's
--- head again), and the locks of every job it ended are settled at the end (settle_locks).
+-- head again), and the locks of every job it ended are settled at the end (settle_locks). When every job
+-- given was ended, none is busy, and the closing look for busy ones (a probe per job) is skipped.
 CREATE OR REPLACE FUNCTION {schema}.end_jobs(worker bigint, ends jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -324,6 +325,8 @@ DECLARE
     q          text;
     queues     text[];
     locks      text[];
+    done       integer := 0; -- jobs ended here; when all were, none is busy
+    n          integer;
 BEGIN
     -- A lock someone else holds is never waited for longer than this (the rest of the batch goes on).
     PERFORM set_config('lock_timeout', '100ms', true);
@@ -344,7 +347,8 @@ BEGIN
                            FOR UPDATE SKIP LOCKED)
             RETURNING j.lock
         )
-        SELECT array_agg(lock) FILTER (WHERE lock IS NOT NULL) INTO locks FROM ended;
+        SELECT array_agg(lock) FILTER (WHERE lock IS NOT NULL), count(*) INTO locks, n FROM ended;
+        done := done + n;
     END IF;
     IF cardinality(deleted) > 0 THEN
         WITH ended AS (
@@ -355,7 +359,8 @@ BEGIN
                            FOR UPDATE SKIP LOCKED)
             RETURNING j.lock
         )
-        SELECT locks || array_agg(lock) FILTER (WHERE lock IS NOT NULL) INTO locks FROM ended;
+        SELECT locks || array_agg(lock) FILTER (WHERE lock IS NOT NULL), count(*) INTO locks, n FROM ended;
+        done := done + n;
     END IF;
 
     IF others THEN
@@ -394,8 +399,10 @@ BEGIN
         )
         SELECT array_agg(queue) FILTER (WHERE status = 'todo'),
                locks || array_agg(old_lock) FILTER (WHERE old_lock IS NOT NULL)
-                     || array_agg(lock) FILTER (WHERE lock IS NOT NULL)
-        INTO queues, locks FROM updated;
+                     || array_agg(lock) FILTER (WHERE lock IS NOT NULL),
+               count(*)
+        INTO queues, locks, n FROM updated;
+        done := done + n;
 
         FOR e IN
             SELECT r.*, j.queueing_lock, j.attempts AS attempts, j.lock AS old_lock
@@ -427,6 +434,7 @@ BEGIN
                 RETURNING j.queue INTO q;
                 queues := queues || q;
                 locks := locks || e.old_lock || e.lock;
+                done := done + 1;
             EXCEPTION
                 WHEN unique_violation THEN
                     -- Another job holds the queueing lock: a retry fails saying so; a release goes back
@@ -439,6 +447,7 @@ BEGIN
                                 'attempt', j.attempts, 'at', now(),
                                 'error', e.error || ' (not retried: its queueing lock is taken)'))
                         WHERE j.id = e.id;
+                        done := done + 1;
                     ELSE
                         UPDATE {schema}.jobs j
                         SET status = 'todo', queueing_lock = NULL, attempts = greatest(j.attempts - 1, 0), blocked = false,
@@ -446,6 +455,7 @@ BEGIN
                         WHERE j.id = e.id
                         RETURNING j.queue INTO q;
                         queues := queues || q;
+                        done := done + 1;
                     END IF;
                 WHEN lock_not_available THEN
                     NULL; -- someone else's open transaction is in the way: busy, try again later
@@ -464,6 +474,9 @@ BEGIN
         PERFORM {schema}.settle_locks(locks);
     END IF;
 
+    IF done = jsonb_array_length(ends) THEN
+        RETURN '{"busy": []}';
+    END IF;
     RETURN jsonb_build_object('busy', coalesce((
         SELECT jsonb_agg(j.id) FROM {schema}.jobs j
         WHERE j.id IN (SELECT (jsonb_array_elements(ends)->>'id')::bigint)
