@@ -391,9 +391,10 @@ impl Jobq {
         self.json_query_rows(&self.sql.paused_queues, None, Ok)
     }
 
-    /// For each queue that has waiting jobs or is paused, by name: how many jobs are due now, how many are
-    /// scheduled later, how long the oldest due job has waited, and whether the queue is paused. One
-    /// statement that reads only waiting jobs, so finished jobs do not slow it down.
+    /// For each queue that has waiting or running jobs or is paused, by name: how many jobs are due now, how
+    /// many are scheduled later, how many are running, how long the oldest due job has waited, and whether
+    /// the queue is paused. One statement that reads only waiting and running jobs (through partial
+    /// indexes), so finished jobs do not slow it down.
     pub fn queue_lag(&self) -> Query<Vec<QueueLag>> {
         self.json_query_rows(&self.sql.queue_lag, None, Ok)
     }

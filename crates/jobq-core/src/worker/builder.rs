@@ -259,13 +259,13 @@ impl<B: Backend> WorkerBuilder<B> {
         self
     }
 
-    /// Sets the queue gauges (`jobq_queue_*`: due, scheduled, oldest due age, paused, jobs by status; see
-    /// [`crate::metrics`]) every `interval`, from [`Jobq::queue_lag`] and [`Jobq::queue_counts`], through the
-    /// `metrics` facade (off by default).
+    /// Sets the queue gauges (`jobq_queue_*`: due, scheduled, oldest due age, paused, waiting and running
+    /// jobs; see [`crate::metrics`]) every `interval`, from [`Jobq::queue_lag`], through the `metrics` facade
+    /// (off by default).
     ///
     /// The gauges describe the whole table, not this worker, so one worker of a deployment is enough
-    /// (several set the same values). `queue_counts` counts every job, finished ones too, so on a large
-    /// table choose an interval of tens of seconds, or prune. A queue that disappears (no job left and not
+    /// (several set the same values). `queue_lag` reads only waiting and running jobs through partial
+    /// indexes, so finished jobs cost it nothing; its cost grows with the waiting jobs. A queue that disappears (no job left and not
     /// paused) has its gauges set to 0 once and is then left alone. A statement that fails is logged and
     /// tried again at the next interval; it never delays a heartbeat.
     #[cfg(feature = "metrics")]
