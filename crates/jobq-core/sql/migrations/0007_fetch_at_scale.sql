@@ -231,9 +231,11 @@ CREATE OR REPLACE VIEW {schema}.runnable_jobs AS
 -- each queue's own walk of jobs_fetch_queue_idx in (priority DESC, id) order, `limit` rows each, merged
 -- (PostgreSQL 15 cannot walk `queue = ANY (…)` in index order, and sorted every waiting job of the queues);
 -- the default queue, which that index leaves out, walks the priority index. From more than 16: one walk of
--- the priority index keeping the rows of listed queues, planned on each call (EXECUTE) so that the list is
--- a constant PostgreSQL hashes, and written `queue || ''` so that it is no probe of the queue index per
--- listed queue (the plan that drained 10,000 one-job queues in 92 s).
+-- the priority index keeping the rows of the queues, a hash of them built once per call. A worker of many
+-- queues sends "queues": "registered" and the list is read from its row in `workers` (stored when it
+-- registered), so its fetches carry no list: with 10,000 queues the list was 100 kB of JSON per fetch,
+-- and planning it anew on each call (migration 5: an estimate per listed queue) cost 6.7 ms of a 12 ms
+-- fetch of 200.
 --
 -- Every cached statement here uses its generic plan (the SET below): each walk is now an index in its own
 -- order, which no value of the inputs changes, and planning each call anew cost more than the fetch itself
@@ -248,8 +250,12 @@ AS $$
 DECLARE
     worker bigint  := (p->>'worker_id')::bigint;
     wanted integer := (p->>'limit')::integer;
-    queues text[]  := CASE WHEN jsonb_typeof(p->'queues') = 'array'
-                           THEN ARRAY(SELECT jsonb_array_elements_text(p->'queues')) END;
+    -- More than 16 queues, listed or (sent as "registered") those the worker registered with.
+    listed jsonb   := CASE WHEN jsonb_typeof(p->'queues') = 'array' THEN p->'queues' ELSE '[]' END;
+    mine   boolean := p->>'queues' = 'registered';
+    many   boolean := mine OR jsonb_array_length(listed) > 16;
+    queues text[]  := CASE WHEN jsonb_typeof(p->'queues') = 'array' AND NOT many
+                           THEN ARRAY(SELECT jsonb_array_elements_text(listed)) END;
     tasks  text[]  := CASE WHEN jsonb_typeof(p->'tasks') = 'array'
                            THEN ARRAY(SELECT jsonb_array_elements_text(p->'tasks')) END;
     paused text[]  := ARRAY(SELECT q.name FROM {schema}.queues q WHERE q.paused_at IS NOT NULL);
@@ -258,7 +264,20 @@ BEGIN
     IF EXISTS (SELECT 1 FROM {schema}.unsettled_locks) THEN
         PERFORM {schema}.settle_unsettled();
     END IF;
-    IF queues IS NULL THEN
+    IF many THEN
+        -- `IS TRUE` keeps the IN a filter (a hashed subplan, built once per call) rather than a join
+        -- PostgreSQL could plan as a probe of the queue index per listed queue and a sort of their jobs.
+        ids := ARRAY(SELECT c.id FROM (SELECT r.id FROM {schema}.runnable_jobs r
+                                       WHERE (r.queue IN (SELECT jsonb_array_elements_text(listed)
+                                                          UNION ALL
+                                                          SELECT unnest(w.queues) FROM {schema}.workers w
+                                                          WHERE mine AND w.id = worker)) IS TRUE
+                                         AND (tasks IS NULL OR r.task = ANY (tasks))
+                                         AND r.queue <> ALL (paused)
+                                       ORDER BY r.priority DESC, r.id
+                                       LIMIT 1000 FOR UPDATE SKIP LOCKED) c
+                     LIMIT wanted);
+    ELSIF queues IS NULL THEN
         ids := ARRAY(SELECT c.id FROM (SELECT r.id FROM {schema}.runnable_jobs r
                                        WHERE (tasks IS NULL OR r.task = ANY (tasks))
                                          AND r.queue <> ALL (paused)
@@ -269,33 +288,26 @@ BEGIN
         IF cardinality(paused) > 0 THEN
             queues := ARRAY(SELECT w FROM unnest(queues) w WHERE w <> ALL (paused));
         END IF;
-        IF coalesce(cardinality(queues), 0) <= 16 THEN
-            ids := ARRAY(
-                SELECT m.id FROM (
-                    SELECT c.id, c.priority
-                    FROM (SELECT DISTINCT x FROM unnest(queues) AS x WHERE x <> 'default') w
-                    CROSS JOIN LATERAL (
-                        SELECT r.id, r.priority FROM {schema}.runnable_jobs r
-                        WHERE r.queue = w.x AND r.queue <> 'default'
-                          AND (tasks IS NULL OR r.task = ANY (tasks))
-                        ORDER BY r.priority DESC, r.id
-                        LIMIT wanted FOR UPDATE SKIP LOCKED) c
-                    UNION ALL
-                    SELECT d.id, d.priority
-                    FROM (SELECT r.id, r.priority FROM {schema}.runnable_jobs r
-                          WHERE 'default' = ANY (queues) AND r.queue = 'default'
-                            AND (tasks IS NULL OR r.task = ANY (tasks))
-                          ORDER BY r.priority DESC, r.id
-                          LIMIT wanted FOR UPDATE SKIP LOCKED) d
-                ) m
-                ORDER BY m.priority DESC, m.id
-                LIMIT wanted);
-        ELSE
-            EXECUTE 'SELECT ARRAY(SELECT c.id FROM (SELECT r.id FROM {schema}.runnable_jobs r'
-                    ' WHERE (r.queue || '''') = ANY ($1) AND ($2::text[] IS NULL OR r.task = ANY ($2))'
-                    ' ORDER BY r.priority DESC, r.id LIMIT 1000 FOR UPDATE SKIP LOCKED) c LIMIT $3)'
-            INTO ids USING queues, tasks, wanted;
-        END IF;
+        ids := ARRAY(
+            SELECT m.id FROM (
+                SELECT c.id, c.priority
+                FROM (SELECT DISTINCT x FROM unnest(queues) AS x WHERE x <> 'default') w
+                CROSS JOIN LATERAL (
+                    SELECT r.id, r.priority FROM {schema}.runnable_jobs r
+                    WHERE r.queue = w.x AND r.queue <> 'default'
+                      AND (tasks IS NULL OR r.task = ANY (tasks))
+                    ORDER BY r.priority DESC, r.id
+                    LIMIT wanted FOR UPDATE SKIP LOCKED) c
+                UNION ALL
+                SELECT d.id, d.priority
+                FROM (SELECT r.id, r.priority FROM {schema}.runnable_jobs r
+                      WHERE 'default' = ANY (queues) AND r.queue = 'default'
+                        AND (tasks IS NULL OR r.task = ANY (tasks))
+                      ORDER BY r.priority DESC, r.id
+                      LIMIT wanted FOR UPDATE SKIP LOCKED) d
+            ) m
+            ORDER BY m.priority DESC, m.id
+            LIMIT wanted);
     END IF;
     RETURN QUERY
     WITH taken AS (

@@ -22,6 +22,10 @@ pub(super) enum Fetched {
     },
 }
 
+/// Above this many queues a fetch names them by "registered" instead of listing them (the SQL function
+/// `fetch_jobs`, migration 7, walks them differently above the same count).
+const MANY_QUEUES: usize = 16;
+
 /// What a heartbeat learned.
 #[derive(Debug, Deserialize)]
 pub(super) struct Heartbeat {
@@ -53,7 +57,8 @@ impl Jobq {
     }
 
     /// Takes up to `limit` runnable jobs of `queues` (all when `None`) and `tasks` (any when `None`) for
-    /// `worker`, marking them `doing`.
+    /// `worker`, marking them `doing`. `queues` must be the list `worker` registered with: more than
+    /// [`MANY_QUEUES`] are not sent again, the server reads them from the worker's row.
     pub(super) fn fetch(
         &self,
         worker: i64,
@@ -61,6 +66,10 @@ impl Jobq {
         tasks: Option<&[String]>,
         limit: usize,
     ) -> Query<Vec<Fetched>> {
+        let queues = match queues {
+            Some(many) if many.len() > MANY_QUEUES => json!("registered"),
+            listed => json!(listed),
+        };
         let arg = json!({ "worker_id": worker, "queues": queues, "tasks": tasks, "limit": limit });
         self.query(&self.statements().fetch, Some(arg.to_string()), |rows| {
             Ok(rows.iter().filter_map(|row| fetched(row)).collect())
