@@ -82,13 +82,15 @@ pub(crate) async fn fill(client: &Client, n: usize) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Waits until no job is waiting or running. Both checks read only a partial index, so polling costs the
-/// worker next to nothing.
+/// Waits until no job is waiting or running. Each check reads only a partial index (waiting jobs not
+/// blocked, blocked ones through the lock index, running ones), so polling costs the worker next to nothing.
 pub(crate) async fn drained(client: &Client) -> Result<(), BoxError> {
     loop {
         let busy: bool = client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM jobq.jobs WHERE status = 'todo')
+                "SELECT EXISTS (SELECT 1 FROM jobq.jobs WHERE status = 'todo' AND NOT blocked)
+                     OR EXISTS (SELECT 1 FROM jobq.jobs
+                                WHERE status = 'todo' AND blocked AND lock IS NOT NULL)
                      OR EXISTS (SELECT 1 FROM jobq.jobs WHERE status = 'doing')",
                 &[],
             )

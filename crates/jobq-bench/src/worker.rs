@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Takes up to `$1` due jobs, highest priority first, and marks them running for worker `$2`.
+/// Takes up to `$1` due jobs, highest priority first, and marks them running for worker `$2`. It walks the
+/// same partial index as jobq's fetch (waiting jobs not blocked behind a lock; the benchmark has no locks).
 const RAW_FETCH: &str =
     "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
         worker_id = $2
     WHERE id = ANY (ARRAY(
-        SELECT id FROM jobq.jobs WHERE status = 'todo' AND scheduled_at <= now()
+        SELECT id FROM jobq.jobs WHERE status = 'todo' AND NOT blocked AND scheduled_at <= now()
         ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
     RETURNING id";
 
@@ -77,7 +78,7 @@ pub(crate) async fn throughput(
                 plan.worker_rounds
             )),
         Figure::new("worker_vs_raw_sql_ratio", worker_rate / raw_rate, "ratio")
-            .target(Target::AtLeast(0.5))
+            .target(Target::AtLeast(0.9))
             .note(format!(
                 "raw loop, one connection, batches of {}: {} jobs/s",
                 plan.worker.fetch_batch,
