@@ -269,6 +269,66 @@ async fn a_version_6_database_with_lock_backlogs_marks_them_blocked_and_runs_the
     assert_eq!(order("idle").await, [2, 1, 3]);
 }
 
+/// An application role granted at version 6 (grants.sql then) keeps working after the owner migrates to
+/// version 7: it defers into a lock, cancels a waiting job with a lock (which writes the new
+/// `unsettled_locks`) and runs a worker that ends jobs with locks, with no grant run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_granted_at_version_6_keeps_working_after_version_7() {
+    use jobq_core::prelude::*;
+    use jobq_core::worker::{JobContext, Worker};
+    use std::time::Duration;
+
+    let db = jobq_tempdb::empty_database();
+    let admin = connect(db.url()).await;
+    admin.batch_execute(&schema_at(6)).await.unwrap();
+    admin
+        .batch_execute("CREATE ROLE jobq_old_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE")
+        .await
+        .ok();
+    // grants.sql as it was at version 6 (the same file: it has not changed since).
+    let jobq = Jobq::default();
+    admin
+        .batch_execute(&jobq.grant_sql("jobq_old_app").unwrap())
+        .await
+        .unwrap();
+    jobq.migrate().run(Async(&admin)).await.unwrap();
+
+    let url = db
+        .url()
+        .replacen("postgres://postgres@", "postgres://jobq_old_app@", 1);
+    let app = connect(&url).await;
+    let locked = |n: i32| {
+        let mut job = jobq_core::NewJob::new("noop", serde_json::json!({"n": n}));
+        job.options.lock = Some("tenant".into());
+        job
+    };
+    let first = jobq.defer_job(locked(1)).run(Async(&app)).await.unwrap();
+    jobq.defer_batch([locked(2), locked(3)])
+        .run(Async(&app))
+        .await
+        .unwrap();
+    jobq.cancel(first).run(Async(&app)).await.unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    let worker = Worker::builder(jobq.clone(), common::Backend::connect(&url).await)
+        .poll_interval(Duration::from_millis(50))
+        .task(|_: Noop, _ctx: JobContext| async { Ok(()) })
+        .build();
+    let handle = tokio::spawn(worker.run_until(async move { stopped.cancelled().await }));
+    let done = "SELECT count(*) FROM jobq.jobs WHERE status = 'succeeded'";
+    for _ in 0..600 {
+        let n: i64 = app.query_one(done, &[]).await.unwrap().get(0);
+        if n == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    let n: i64 = app.query_one(done, &[]).await.unwrap().get(0);
+    assert_eq!(n, 2, "the jobs behind the cancelled head ran");
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Noop {}
 

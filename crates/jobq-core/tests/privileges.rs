@@ -99,6 +99,11 @@ async fn an_application_role_with_the_documented_grants_suffices() {
         jobq_core::RetryOutcome::Retried
     );
     jobq.cancel(id).delete().run(Async(&app)).await.unwrap();
+    // Cancelling a waiting job with a lock leaves the lock to be settled (migration 7's unsettled_locks).
+    let mut locked = NewJob::new("noop", serde_json::json!({}));
+    locked.options.lock = Some("tenant".into());
+    let locked = jobq.defer_job(locked).run(Async(&app)).await.unwrap();
+    jobq.cancel(locked).run(Async(&app)).await.unwrap();
     jobq.prune(Duration::ZERO).run(Async(&app)).await.unwrap();
 }
 

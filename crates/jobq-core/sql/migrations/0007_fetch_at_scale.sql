@@ -685,3 +685,25 @@ BEGIN
     RETURN jsonb_build_object('ids', to_jsonb(coalesce(ids, '{}')));
 END;
 $$;
+
+-- ---------------------------------------------------------------------------------------------------------
+-- 5. Roles granted before this version keep working.
+-- ---------------------------------------------------------------------------------------------------------
+-- Every role that may write jobs (grants.sql gave it) now writes unsettled_locks too, whenever it cancels,
+-- deletes or ends a job with a lock, and runs the new functions: it gets both here, so an application role
+-- granted before version 7 needs no new grant (a role granted afterwards gets them from grants.sql).
+DO $grants$
+DECLARE
+    grantee text;
+BEGIN
+    FOR grantee IN
+        SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
+        FROM pg_class c, aclexplode(c.relacl) a
+        WHERE c.oid = '{schema}.jobs'::regclass AND a.privilege_type = 'INSERT' AND a.grantee <> c.relowner
+    LOOP
+        EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON {schema}.unsettled_locks TO %s', grantee);
+        EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE {schema}.unsettled_locks_id_seq TO %s', grantee);
+        EXECUTE format('GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO %s', grantee);
+    END LOOP;
+END
+$grants$;
