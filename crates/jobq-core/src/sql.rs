@@ -43,6 +43,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_fetch_at_scale",
         include_str!("../sql/migrations/0007_fetch_at_scale.sql"),
     ),
+    (
+        8,
+        "0008_ordered_walks",
+        include_str!("../sql/migrations/0008_ordered_walks.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

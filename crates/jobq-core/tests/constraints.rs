@@ -90,5 +90,13 @@ async fn the_fetch_uses_generic_plans_without_jit() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(settings, ["plan_cache_mode=force_generic_plan", "jit=off"]);
+    assert_eq!(
+        settings,
+        [
+            "plan_cache_mode=force_generic_plan",
+            "jit=off",
+            "enable_sort=off",
+            "enable_seqscan=off"
+        ]
+    );
 }
