@@ -19,7 +19,9 @@ WITH p AS NOT MATERIALIZED (
     LIMIT (SELECT (p->>'limit')::bigint FROM p)
     FOR UPDATE OF j SKIP LOCKED
 ), pruned AS (
-    DELETE FROM {schema}.jobs j USING target t WHERE j.id = t.id
+    -- By id through the primary key: as a join, a generic plan (LIMIT unknown, estimated at 5 % of the
+    -- table) hashed the whole jobs table for each batch of 1,000 (1.1 s on 3,000,000 rows).
+    DELETE FROM {schema}.jobs j WHERE j.id = ANY (ARRAY(SELECT t.id FROM target t))
     RETURNING 1
 ), ticks AS (
     DELETE FROM {schema}.periodic_ticks WHERE tick < now() - interval '1 day' RETURNING 1
