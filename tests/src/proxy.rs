@@ -61,7 +61,7 @@ struct Tokens {
 }
 
 impl FaultProxy {
-    /// Listens on 127.0.0.1:<free port> and forwards each accepted connection to `upstream`.
+    /// Listens on `127.0.0.1:<free port>` and forwards each accepted connection to `upstream`.
     pub async fn start(upstream: SocketAddr) -> io::Result<FaultProxy> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;

@@ -1,6 +1,6 @@
 //! Running every due job to its end and returning: [`Worker::run_until_idle`], for tests.
 //!
-//! The worker's own pieces do the work (its fetch statement, [`start_waiting`], the completer, the
+//! The worker's own pieces do the work (its fetch statement, `start_waiting`, the completer, the
 //! heartbeat), in rounds instead of the endless fetch loop: fetch what is due, run it, wait until every end
 //! is stored, and again, until a fetch finds nothing. A job that a handler defers, or a retry due at once,
 //! is due by the next round, so it runs too; a job scheduled later (a retry with back-off, say) is not.

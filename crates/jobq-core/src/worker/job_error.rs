@@ -28,7 +28,7 @@ impl JobError {
         }
     }
 
-    /// Tags the failure with a kind, which a strategy can choose to retry ([`RetryStrategy::only_kinds`]).
+    /// Tags the failure with a kind, which a strategy can choose to retry ([`RetryStrategy::only_kinds`](super::RetryStrategy::only_kinds)).
     pub fn with_kind(mut self, kind: impl Into<String>) -> Self {
         self.kind = Some(kind.into());
         self
@@ -50,7 +50,7 @@ impl JobError {
     }
 
     /// The failure of a handler that panicked, async or blocking alike: of kind `panic`, and retryable
-    /// like any other failure (the task's strategy decides; [`RetryStrategy::only_kinds`] can leave panics
+    /// like any other failure (the task's strategy decides; [`RetryStrategy::only_kinds`](super::RetryStrategy::only_kinds) can leave panics
     /// out).
     #[cfg(feature = "worker")]
     pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> Self {
