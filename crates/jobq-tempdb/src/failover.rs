@@ -3,7 +3,8 @@
 //! [`FailoverCluster::start`] runs Debian's `pg_autoctl` (package `postgresql-15-auto-failover`; as the
 //! `postgres` user when the process runs as root): a monitor and two data nodes with synchronous
 //! replication, each on a free port of 127.0.0.1, trusting loopback connections, without TLS, every file
-//! (and pg_autoctl's own configuration and state, through `XDG_CONFIG_HOME`/`XDG_DATA_HOME`) in one
+//! (and pg_autoctl's own configuration, state and pid files, through `XDG_CONFIG_HOME`, `XDG_DATA_HOME`
+//! and `XDG_RUNTIME_DIR`) in one
 //! temporary directory. It creates database `jobq` through the primary and applies jobq's schema there.
 //!
 //! The monitor is set to notice a lost primary within about a second (see [`MONITOR_SETTINGS`]) rather
@@ -59,8 +60,8 @@ pub struct FailoverCluster {
     autoctl: PathBuf,
     monitor_port: u16,
     ports: [u16; 2],
-    /// The `pg_autoctl run` processes (monitor, node1, node2).
-    children: Mutex<Vec<Child>>,
+    /// The `pg_autoctl run` processes by node name, each the leader of its own process group.
+    children: Mutex<Vec<(String, Child)>>,
     _watchdog: Mutex<ChildStdin>,
 }
 
@@ -118,9 +119,11 @@ impl FailoverCluster {
         // The process id first, so the next start's clean-up of stale servers knows whose it is.
         let dir = root.join(format!("{}-failover-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir.join("run"))?;
         if as_root {
-            run(Command::new("chown").arg("postgres:postgres").arg(&dir))?;
+            run(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir))?;
         }
         let [monitor_port, p1, p2] = free_ports::<3>()?;
         let cluster = FailoverCluster {
@@ -207,6 +210,7 @@ impl FailoverCluster {
         };
         c.env("XDG_CONFIG_HOME", self.dir.join("config"))
             .env("XDG_DATA_HOME", self.dir.join("share"))
+            .env("XDG_RUNTIME_DIR", self.dir.join("run"))
             .args(args);
         c
     }
@@ -222,7 +226,11 @@ impl FailoverCluster {
             .stderr(log)
             .process_group(0)
             .spawn()?;
-        self.children.lock().expect("children lock").push(child);
+        let node = name.trim_end_matches("-restarted").to_owned();
+        self.children
+            .lock()
+            .expect("children lock")
+            .push((node, child));
         Ok(())
     }
 
@@ -320,7 +328,13 @@ impl FailoverCluster {
     /// An error for `what` not happening in time, with the nodes' logs' last lines.
     fn failed(&self, what: &str, last: impl std::fmt::Display) -> Error {
         let mut output = format!("not within {} s: {last}", LIMIT.as_secs());
-        for name in ["monitor", "node1", "node2"] {
+        for name in [
+            "monitor",
+            "node1",
+            "node2",
+            "node1-restarted",
+            "node2-restarted",
+        ] {
             let log =
                 std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(8).collect();
@@ -360,26 +374,58 @@ impl FailoverCluster {
         self.wait_settled()
     }
 
-    /// Kills the primary's postmaster with SIGKILL (its backends go with it, nothing is checkpointed);
-    /// returns the killed node's port. Its keeper then restarts it, and when the monitor has promoted the
-    /// standby in the meantime, rejoins it to the new primary as a standby (pg_rewind).
+    /// Loses the primary node at once: SIGKILL to its keeper's process group (`pg_autoctl run` and the
+    /// services it forks) and to its postmaster (the backends follow their postmaster). Returns the lost
+    /// node's port; [`restart_node`](Self::restart_node) brings it back.
+    ///
+    /// Why the keeper too: SIGKILL of the postmaster alone is undone by the keeper, which restarts it
+    /// within about a second, often before the monitor counts the node unhealthy, so the old primary
+    /// stays primary and no failover happens (seen on this machine on one kill in two).
     pub fn kill_primary(&self) -> Result<u16, Error> {
         let port = self
             .primary_port()?
             .ok_or_else(|| self.failed("a primary to kill", "none"))?;
-        let name = if port == self.ports[0] {
-            "node1"
-        } else {
-            "node2"
-        };
+        let name = self.node_name(port);
         let pid_file = self.dir.join(name).join("postmaster.pid");
-        let pid = std::fs::read_to_string(&pid_file)?
+        let postmaster = std::fs::read_to_string(&pid_file)?
             .lines()
             .next()
             .and_then(|l| l.trim().parse::<u32>().ok())
             .ok_or_else(|| self.failed("the primary's pid", pid_file.display()))?;
-        run(Command::new("kill").args(["-KILL", &pid.to_string()]))?;
+        let mut targets = vec![postmaster.to_string()];
+        for (node, child) in self.children.lock().expect("children lock").iter_mut() {
+            if node == name && matches!(child.try_wait(), Ok(None)) {
+                targets.push(format!("-{}", child.id()));
+            }
+        }
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .arg("--")
+            .args(&targets)
+            .stderr(Stdio::null())
+            .status();
         Ok(port)
+    }
+
+    /// Starts the keeper of the node at `port` again (`pg_autoctl run`), after
+    /// [`kill_primary`](Self::kill_primary): it rejoins as the standby of the new primary (pg_rewind).
+    pub fn restart_node(&self, port: u16) -> Result<(), Error> {
+        let name = self.node_name(port);
+        let pgdata = self.pgdata(name);
+        // A keeper killed with SIGKILL leaves its pid file; the new one checks that pid is gone.
+        self.spawn(
+            &format!("{name}-restarted"),
+            self.autoctl(&["run", "--pgdata", &pgdata]),
+        )
+    }
+
+    /// The name of the node at `port`.
+    fn node_name(&self, port: u16) -> &'static str {
+        if port == self.ports[0] {
+            "node1"
+        } else {
+            "node2"
+        }
     }
 
     /// Waits until a node other than the one at `old` is `primary` (reported and assigned); returns its
@@ -405,13 +451,15 @@ fn settled(nodes: &[NodeState]) -> bool {
         }
 }
 
-/// The port of the node that is `primary`, reported and assigned (or `single`, alone).
+/// The port of the node that takes writes, by its reported and assigned state: `primary`, `single`
+/// (alone), or `wait_primary` (promoted, or its standby lost: writes go on without synchronous
+/// replication until a standby catches up).
 fn primary(nodes: &[NodeState]) -> Option<u16> {
     nodes
         .iter()
         .find(|n| {
-            (n.reported == "primary" && n.assigned == "primary")
-                || (n.reported == "single" && n.assigned == "single")
+            n.reported == n.assigned
+                && ["primary", "single", "wait_primary"].contains(&n.reported.as_str())
         })
         .map(|n| n.port)
 }
@@ -426,7 +474,7 @@ fn stop_all(as_root: bool, autoctl: &Path, dir: &Path) -> String {
     let mut script = String::new();
     for name in ["node1", "node2", "monitor"] {
         script.push_str(&format!(
-            "XDG_CONFIG_HOME='{d}/config' XDG_DATA_HOME='{d}/share' {user}'{a}' stop --immediate \
+            "XDG_CONFIG_HOME='{d}/config' XDG_DATA_HOME='{d}/share' XDG_RUNTIME_DIR='{d}/run' {user}'{a}' stop --immediate \
              --pgdata '{d}/{name}' >/dev/null 2>&1; ",
             d = dir.display(),
             a = autoctl.display(),
@@ -448,14 +496,16 @@ impl Drop for FailoverCluster {
                 .stdin(Stdio::null())
                 .status();
             let deadline = Instant::now() + Duration::from_secs(20);
-            for mut child in children {
+            for (_, mut child) in children {
                 while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                if matches!(child.try_wait(), Ok(None)) {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
+                // Whatever is left in its process group (a service a killed keeper forked) goes too.
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = child.wait();
             }
         });
     }
