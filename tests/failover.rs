@@ -1,6 +1,7 @@
 //! A primary failover under load, on a real pg_auto_failover cluster (a monitor and two synchronously
 //! replicated nodes, [`jobq_tempdb::FailoverCluster`]): a planned one (`pg_autoctl perform failover`) and a
-//! hard one (SIGKILL of the primary's postmaster).
+//! hard one (SIGKILL of the primary's postmaster and its keeper; the keeper is started again once the
+//! standby is promoted, and the old primary rejoins as the standby).
 //!
 //! Every connection, the client's, the workers' pools and LISTEN connections and the handlers' bookkeeping,
 //! goes to the multi-host URL `…@127.0.0.1:P1,127.0.0.1:P2/jobq?target_session_attrs=read-write`, so each
@@ -41,7 +42,7 @@ static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 enum Fault {
     /// `pg_autoctl perform failover`.
     Planned,
-    /// SIGKILL of the primary's postmaster.
+    /// SIGKILL of the primary's postmaster and keeper, the keeper started again after the promotion.
     Kill,
 }
 
@@ -195,6 +196,7 @@ async fn survive(fault: Fault) {
             .unwrap_or_else(|e| panic!("pg_auto_failover cluster: {e}")),
     );
     let url = cluster.url();
+    standby_refusal_is_a_connection_error(&cluster).await;
     let setup = connect(&url).await;
     setup.batch_execute(RUNS_TABLE).await.unwrap();
     // Which node (by port) and which worker (by application name) ran each attempt.
@@ -236,9 +238,12 @@ async fn survive(fault: Fault) {
             let cluster = cluster.clone();
             tokio::task::spawn_blocking(move || match fault {
                 Fault::Planned => cluster.perform_failover(),
-                Fault::Kill => cluster
-                    .kill_primary()
-                    .and_then(|old| cluster.wait_for_new_primary(old)),
+                Fault::Kill => {
+                    let old = cluster.kill_primary()?;
+                    let new = cluster.wait_for_new_primary(old)?;
+                    cluster.restart_node(old)?;
+                    Ok(new)
+                }
             })
             .await
             .unwrap()
@@ -393,6 +398,72 @@ async fn survive(fault: Fault) {
     tokio::task::spawn_blocking(move || drop(cluster))
         .await
         .unwrap();
+}
+
+/// A defer sent to the standby alone (as a connection that landed there would) fails with SQLSTATE 25006,
+/// `read_only_sql_transaction`, classified as a connection error: retry elsewhere, not a job's failure.
+async fn standby_refusal_is_a_connection_error(cluster: &Arc<FailoverCluster>) {
+    let primary = settled_primary(cluster).await;
+    let standby = cluster
+        .ports()
+        .into_iter()
+        .find(|p| *p != primary)
+        .expect("a standby");
+    let job = NewJob::from_task(&Slow {
+        ms: 1,
+        fail_first: false,
+    })
+    .unwrap();
+    let mut client = connect(&cluster.node_url(standby)).await;
+    let tx = client.transaction().await.unwrap();
+    let refused = Jobq::default()
+        .defer_job(job)
+        .run(&tx)
+        .await
+        .expect_err("a standby refuses writes");
+    let jobq_core::Error::Connector(e) = &refused else {
+        panic!("a driver error: {refused}");
+    };
+    assert_eq!(e.sqlstate.as_deref(), Some("25006"), "{refused}");
+    assert_eq!(e.kind, ErrorKind::Connection, "{refused}");
+}
+
+/// A pooled connection whose statement failed with a connection-kind error is closed rather than reused:
+/// after a failover the server behind it may be a standby now (25006), and the next connection the pool
+/// opens goes through `target_session_attrs=read-write` to the primary. Checked on a database that is
+/// read-only by default, through a pool of one connection: the backend's pid changes after the refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_refused_as_read_only_is_replaced() {
+    use jobq_core::AsyncExecutor;
+    let db = jobq_tempdb::database();
+    jobq_tests::connect(db.url())
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET default_transaction_read_only = on",
+            db.name()
+        ))
+        .await
+        .unwrap();
+    let mut pool = PoolExecutor::connect(db.url(), 1).unwrap();
+    let pid = "SELECT pg_backend_pid()::text";
+    let first = pool.query(pid, None).await.unwrap();
+    assert_eq!(
+        pool.query(pid, None).await.unwrap(),
+        first,
+        "a healthy connection is reused"
+    );
+    let job = NewJob::from_task(&Slow {
+        ms: 1,
+        fail_first: false,
+    })
+    .unwrap();
+    let refused = Jobq::default().defer_job(job).run(&pool).await.unwrap_err();
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+    assert_ne!(
+        pool.query(pid, None).await.unwrap(),
+        first,
+        "the refused connection was closed, not returned to the pool"
+    );
 }
 
 /// [`FailoverCluster::wait_settled`] off the runtime: the primary's port.
