@@ -6,7 +6,8 @@
 //! Every connection, the client's, the workers' pools and LISTEN connections and the handlers' bookkeeping,
 //! goes to the multi-host URL `…@127.0.0.1:P1,127.0.0.1:P2/jobq?target_session_attrs=read-write`, so each
 //! finds the primary by itself. A client defers jobs one per transaction (`synchronous_commit = on`) and
-//! counts the acknowledged ones; each defer that fails must fail with an error of kind `Connection`. Two
+//! counts the acknowledged ones; each defer that fails must fail with an error of kind `Connection`; the
+//! `postgres` and diesel adapters' pools, made before the failover, defer a job on each side of it. Two
 //! workers run them throughout. When the run settles, on the new primary: every acknowledged job exists
 //! and ended `succeeded` and its handler ran, no job `failed`, none is left `doing`; both workers (the same
 //! `Worker`s, never restarted) ran jobs on the new primary. Double runs, failed defers and the time from the
@@ -163,6 +164,37 @@ async fn defer_through(url: String, n: usize, count: Arc<AtomicUsize>) -> Deferr
     out
 }
 
+/// Defers one job through a sync adapter's pool (`postgres` or diesel, both on the multi-host URL),
+/// retrying for up to a minute; each failure must be of kind `Connection`. Returns the job's id.
+async fn defer_blocking<F>(defer: F, what: &'static str) -> i64
+where
+    F: Fn(NewJob) -> Result<jobq_core::JobId, jobq_core::Error> + Clone + Send + 'static,
+{
+    let job = NewJob::from_task(&Slow {
+        ms: 1,
+        fail_first: false,
+    })
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (defer, job) = (defer.clone(), job.clone());
+        let result = tokio::task::spawn_blocking(move || defer(job))
+            .await
+            .unwrap();
+        match result {
+            Ok(id) => return id.0,
+            Err(jobq_core::Error::Connector(e)) if e.kind == ErrorKind::Connection => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: no defer within 60 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what}: a failed defer is a connection error: {e}"),
+        }
+    }
+}
+
 /// A worker running in the background until stopped.
 struct Running {
     stop: tokio_util::sync::CancellationToken,
@@ -216,6 +248,31 @@ async fn survive(fault: Fault) {
         })
         .collect();
 
+    // The sync adapters' pools, made before the failover and used on both sides of it.
+    let (sync_pool, diesel_pool) = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            (
+                jobq_postgres::PoolExecutor::new(jobq_postgres::pool(&url, 2).unwrap()),
+                jobq_diesel::PoolExecutor::new(jobq_diesel::pool(&url, 2).unwrap()),
+            )
+        })
+        .await
+        .unwrap()
+    };
+    let on_sync = {
+        let pool = sync_pool.clone();
+        move |job| Jobq::default().defer_job(job).run_blocking(&pool)
+    };
+    let on_diesel = {
+        let pool = diesel_pool.clone();
+        move |job| Jobq::default().defer_job(job).run_blocking(&pool)
+    };
+    let mut sync_ids = vec![
+        defer_blocking(on_sync.clone(), "postgres").await,
+        defer_blocking(on_diesel.clone(), "diesel").await,
+    ];
+
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let deferring = tokio::spawn(defer_through(url.clone(), jobs, acknowledged.clone()));
 
@@ -260,9 +317,17 @@ async fn survive(fault: Fault) {
         settled_primary(&cluster).await;
     }
 
-    let deferred = tokio::time::timeout(Duration::from_secs(300), deferring)
+    sync_ids.push(defer_blocking(on_sync.clone(), "postgres").await);
+    sync_ids.push(defer_blocking(on_diesel.clone(), "diesel").await);
+    drop((on_sync, on_diesel));
+    let mut deferred = tokio::time::timeout(Duration::from_secs(300), deferring)
         .await
         .expect("the client deferred every job within 5 minutes")
+        .unwrap();
+    // The sync adapters' jobs are checked with the client's.
+    deferred.acknowledged.extend(&sync_ids);
+    tokio::task::spawn_blocking(move || drop((sync_pool, diesel_pool)))
+        .await
         .unwrap();
     let observer = connect(&url).await;
     let list = format!(
