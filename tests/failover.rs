@@ -18,10 +18,9 @@
 //! installed the tests report as ignored with the reason (cfg `pg_autoctl` from `build.rs`); under `CI=true`
 //! they run and fail without it.
 
-use jobq_core::worker::Worker;
 use jobq_core::{ErrorKind, Jobq, NewJob, Operation};
 use jobq_tempdb::FailoverCluster;
-use jobq_tests::{RUNS_TABLE, Slow};
+use jobq_tests::{RUNS_TABLE, Running, Slow, count};
 use jobq_tokio_postgres::PoolExecutor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -193,28 +192,6 @@ where
             Err(e) => panic!("{what}: a failed defer is a connection error: {e}"),
         }
     }
-}
-
-/// A worker running in the background until stopped.
-struct Running {
-    stop: tokio_util::sync::CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), jobq_core::Error>>,
-}
-
-impl Running {
-    fn start(worker: Worker<PoolExecutor>) -> Self {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-        Self { stop, handle }
-    }
-}
-
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 async fn survive(fault: Fault) {
@@ -529,6 +506,15 @@ async fn a_pooled_connection_refused_as_read_only_is_replaced() {
         first,
         "the refused connection was closed, not returned to the pool"
     );
+}
+
+/// sqlx's options take one host: a multi-host URL is refused when the pool is made (what
+/// docs/operations.md tells a sqlx user to do instead), not taken as its first host.
+#[tokio::test]
+async fn a_sqlx_pool_refuses_a_multi_host_url() {
+    let url = "postgres://app@127.0.0.1:5432,127.0.0.1:5433/app?target_session_attrs=read-write";
+    let refused = jobq_sqlx::pool(url, 1).expect_err("sqlx takes one host");
+    eprintln!("sqlx on a multi-host URL: {refused}");
 }
 
 /// [`FailoverCluster::wait_settled`] off the runtime: the primary's port.
