@@ -48,6 +48,10 @@ soak:
 chaos:
     JOBQ_CHAOS_ROUNDS=20 cargo test -p jobq-tests --release --test chaos -- --nocapture
 
+# The failover tests on a pg_auto_failover cluster (apt-get install postgresql-15-auto-failover), 3 failovers of each kind under 1,500 jobs.
+failover:
+    JOBQ_FAILOVER_ROUNDS=3 JOBQ_FAILOVER_JOBS=1500 cargo test -p jobq-tests --release --test failover -- --nocapture
+
 # Look for repeated code.
 duplicates:
     duplicates --most 40

@@ -7,10 +7,10 @@
 //! `JOBQ_CHAOS_ROUNDS` sets how many fault rounds the lost-answer test runs (6 by default; `just chaos`
 //! runs more).
 
-use jobq_core::worker::{Worker, WorkerBuilder};
+use jobq_core::worker::WorkerBuilder;
 use jobq_core::{Jobq, NewJob, Operation};
 use jobq_tests::proxy::FaultProxy;
-use jobq_tests::{RUNS_TABLE, Slow, connect, defer_one_by_one, wait_until};
+use jobq_tests::{RUNS_TABLE, Running, Slow, connect, count, defer_one_by_one, wait_until};
 use jobq_tokio_postgres::PoolExecutor;
 use std::time::{Duration, Instant};
 
@@ -29,14 +29,6 @@ fn slow(ms: u64, lock: Option<String>) -> NewJob {
     .unwrap();
     job.options.lock = lock;
     job
-}
-
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// A fresh database with the runs table, a fault proxy in front of it, and an observer connected directly.
@@ -63,26 +55,6 @@ impl Rig {
     fn worker(&self, concurrency: usize) -> WorkerBuilder<PoolExecutor> {
         jobq_tests::worker_builder(&self.proxy.url(self.db.url()), self.db.url(), concurrency)
             .unwrap()
-    }
-}
-
-/// A worker running in the background until stopped.
-struct Running {
-    stop: tokio_util::sync::CancellationToken,
-    handle: tokio::task::JoinHandle<Result<(), jobq_core::Error>>,
-}
-
-impl Running {
-    fn start(worker: Worker<PoolExecutor>) -> Self {
-        let stop = tokio_util::sync::CancellationToken::new();
-        let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-        Self { stop, handle }
-    }
-
-    /// Asks it to shut down and waits for it; panics when it did not stop cleanly.
-    async fn stop(self) {
-        self.stop.cancel();
-        self.handle.await.unwrap().unwrap();
     }
 }
 

@@ -2,7 +2,7 @@
 //! load, a soak of mixed jobs over several worker processes, an exhausted pool and a slow database.
 
 use jobq_core::{Error, ErrorKind, Jobq, NewJob, Operation, Status};
-use jobq_tests::{RUNS_TABLE, Slow, connect, defer_one_by_one, wait_until};
+use jobq_tests::{RUNS_TABLE, Slow, connect, count, defer_one_by_one, wait_until};
 use std::collections::HashMap;
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -25,13 +25,6 @@ fn stop(mut child: Child) {
     assert!(status.success(), "worker exited with {status}");
 }
 
-async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
-        .await
-        .unwrap()
-        .get(0)
-}
 fn slow(ms: u64) -> NewJob {
     NewJob::from_task(&Slow {
         ms,

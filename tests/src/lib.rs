@@ -97,6 +97,39 @@ pub fn worker_on(
         )
 }
 
+/// A worker running in the background until stopped.
+#[derive(Debug)]
+pub struct Running {
+    /// Cancelled to ask the worker to shut down.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// The worker's task: its `run_until` result.
+    pub handle: tokio::task::JoinHandle<Result<(), jobq_core::Error>>,
+}
+
+impl Running {
+    /// Spawns `worker` on the current runtime.
+    pub fn start(worker: Worker<PoolExecutor>) -> Self {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let handle = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
+        Self { stop, handle }
+    }
+
+    /// Asks it to shut down and waits for it; panics when it did not stop cleanly.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// `SELECT count(*)` of the rows of `sql` on `client`.
+pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM ({sql}) s"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 /// Polls `sql` (one boolean column) on `client` until it is true; panics with the query after `limit`.
 /// A query that fails counts as not yet (the server may be restarting).
 pub async fn wait_until(client: &tokio_postgres::Client, sql: &str, limit: Duration) {

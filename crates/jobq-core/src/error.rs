@@ -2,11 +2,15 @@
 
 use std::fmt;
 
+/// SQLSTATE 25006: a write sent to a server or session that is read-only, such as a standby.
+const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+
 /// What kind of failure a driver reported, mapped from the SQLSTATE where there is one.
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
-    /// The connection could not be made, was lost, or the pool gave none in time.
+    /// The connection could not be made, was lost, or the pool gave none in time; or it reached a server
+    /// that takes no writes (SQLSTATE 25006, a standby after a failover): retry on a new connection.
     Connection,
     /// A pool had no free connection before its timeout.
     PoolTimeout,
@@ -41,10 +45,15 @@ impl ErrorKind {
     /// use jobq_core::ErrorKind;
     /// assert_eq!(ErrorKind::from_sqlstate("23505"), ErrorKind::UniqueViolation);
     /// assert_eq!(ErrorKind::from_sqlstate("25P02"), ErrorKind::InFailedTransaction);
+    /// // A standby (or a read-only session) refused a write: the connection is on the wrong server.
+    /// assert_eq!(ErrorKind::from_sqlstate("25006"), ErrorKind::Connection);
     /// ```
     pub fn from_sqlstate(code: &str) -> Self {
         match code {
             "25P02" => Self::InFailedTransaction,
+            // read_only_sql_transaction: after a failover a connection may reach the old primary, now a
+            // standby (or a pooled one may still be there). Not the job's fault: reconnect and retry.
+            READ_ONLY_SQL_TRANSACTION => Self::Connection,
             "23505" => Self::UniqueViolation,
             "42P01" | "42883" | "3F000" => Self::UndefinedObject,
             "42501" => Self::InsufficientPrivilege,

@@ -134,7 +134,9 @@ impl AsyncExecutor for PoolExecutor {
         } else {
             fetch(&mut *conn.conn, sql, arg, true).await
         };
-        conn.finished = true;
+        // A connection-kind error leaves the connection unfit (lost, or on a server that is a standby
+        // now, after a failover): it is closed, not returned. (Twin of jobq-tokio-postgres' pool.)
+        conn.finished = !matches!(&rows, Err(e) if e.kind == ErrorKind::Connection);
         rows
     }
 }

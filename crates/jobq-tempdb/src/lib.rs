@@ -10,6 +10,8 @@
 //! [`pgbouncer_url`] puts a PgBouncer in transaction pooling mode in front of a test database (see
 //! [`pgbouncer()`]).
 //!
+//! [`FailoverCluster`] starts a pg_auto_failover monitor and two replicated nodes, for failover tests.
+//!
 //! With `JOBQ_DATABASE_URL` (or `DATABASE_URL`) set, databases are created on that server instead, and
 //! dropped again when the [`TestDatabase`] is dropped.
 //!
@@ -19,9 +21,11 @@
 //! client.batch_execute("SELECT 1").unwrap();
 //! ```
 
+mod failover;
 mod pgbouncer;
 mod tls;
 
+pub use failover::{DATABASE, FailoverCluster, MONITOR_SETTINGS, NodeState, find_pg_autoctl};
 pub use pgbouncer::{POOL_SIZE, PgBouncer, pgbouncer, pgbouncer_for_test, pgbouncer_url};
 pub use tls::{TlsServer, tls_server};
 
@@ -48,6 +52,12 @@ pub enum Error {
          `apt-get install pgbouncer`; `.ci/run` does)"
     )]
     NoPgBouncer,
+    /// No `pg_autoctl` binary (pg_auto_failover) was found.
+    #[error(
+        "no `pg_autoctl` binary found on PATH, in /usr/bin or beside the PostgreSQL binaries: install \
+         it (Debian: `apt-get install postgresql-15-auto-failover`; `.ci/run` does)"
+    )]
+    NoPgAutoctl,
     /// A command failed.
     #[error("{command} failed: {output}")]
     Command {

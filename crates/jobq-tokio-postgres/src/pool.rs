@@ -217,7 +217,11 @@ impl AsyncExecutor for PoolExecutor {
         } else {
             object.into_executor()?.query(sql, arg).await
         };
-        client.finished();
+        // A connection-kind error leaves the connection unfit (lost, or on a server that is a standby
+        // now, after a failover): it is closed, and the next one the pool opens finds the primary.
+        if !matches!(&rows, Err(e) if e.kind == ErrorKind::Connection) {
+            client.finished();
+        }
         rows
     }
 }
