@@ -468,6 +468,20 @@ async fn standby_refusal_is_a_connection_error(cluster: &Arc<FailoverCluster>) {
     };
     assert_eq!(e.sqlstate.as_deref(), Some("25006"), "{refused}");
     assert_eq!(e.kind, ErrorKind::Connection, "{refused}");
+
+    // The connection the CLI opens (`jobq_tokio_postgres::connect`) on a URL naming the standby first
+    // passes it by for the node that takes writes.
+    let standby_first = format!(
+        "postgres://postgres@127.0.0.1:{standby},127.0.0.1:{primary}/{}?target_session_attrs=read-write",
+        jobq_tempdb::DATABASE
+    );
+    let row = connect(&standby_first)
+        .await
+        .query_one("SELECT pg_is_in_recovery(), inet_server_port()", &[])
+        .await
+        .unwrap();
+    assert!(!row.get::<_, bool>(0), "connected to a standby");
+    assert_eq!(row.get::<_, i32>(1), i32::from(primary));
 }
 
 /// A pooled connection whose statement failed with a connection-kind error is closed rather than reused:
