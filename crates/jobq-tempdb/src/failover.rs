@@ -14,7 +14,7 @@
 //! Dropping the cluster stops every node (`pg_autoctl stop --immediate`) and deletes the directory; a
 //! watchdog process does the same when the process ends any other way.
 
-use crate::{Error, find_bindir, run, watchdog};
+use crate::{Error, as_postgres, find_bindir, find_program, run, watchdog};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -77,15 +77,8 @@ impl std::fmt::Debug for FailoverCluster {
 
 /// The `pg_autoctl` binary: on `PATH`, in `/usr/bin` (Debian), or beside the server binaries.
 pub fn find_pg_autoctl() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(["/usr/bin", "/usr/local/bin"].map(PathBuf::from))
-        .chain(find_bindir())
-        .map(|d| d.join("pg_autoctl"))
-        .find(|p| p.is_file())
+    let dirs = ["/usr/bin", "/usr/local/bin"].map(PathBuf::from);
+    find_program("pg_autoctl", dirs.into_iter().chain(find_bindir()))
 }
 
 /// Free ports on 127.0.0.1, distinct (each listener is held until all are chosen).
@@ -201,13 +194,7 @@ impl FailoverCluster {
     /// A `pg_autoctl` command with its configuration and state kept in the cluster's directory, run as
     /// `postgres` when this process is root.
     fn autoctl(&self, args: &[&str]) -> Command {
-        let mut c = if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&self.autoctl);
-            c
-        } else {
-            Command::new(&self.autoctl)
-        };
+        let mut c = as_postgres(self.as_root, &self.autoctl);
         c.env("XDG_CONFIG_HOME", self.dir.join("config"))
             .env("XDG_DATA_HOME", self.dir.join("share"))
             .env("XDG_RUNTIME_DIR", self.dir.join("run"))

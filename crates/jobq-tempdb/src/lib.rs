@@ -457,13 +457,29 @@ fn start_throwaway_with(name: &str, setup: Option<Setup<'_>>) -> Result<Server, 
 
 /// A command from the server binaries, run as `postgres` when this process is root (PostgreSQL refuses root).
 fn pg(as_root: bool, bin: &Path, tool: &str) -> Command {
+    as_postgres(as_root, &bin.join(tool))
+}
+
+/// `program` as a command, run as `postgres` (through `runuser`) when this process is root.
+fn as_postgres(as_root: bool, program: &Path) -> Command {
     if as_root {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c.args(["-u", "postgres", "--"]).arg(program);
         c
     } else {
-        Command::new(bin.join(tool))
+        Command::new(program)
     }
+}
+
+/// The first `name` that is a file in a directory on `PATH` or in `dirs`.
+fn find_program(name: &str, dirs: impl IntoIterator<Item = PathBuf>) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .chain(dirs)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }
 
 fn run(command: &mut Command) -> Result<(), Error> {

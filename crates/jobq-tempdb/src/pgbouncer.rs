@@ -79,14 +79,10 @@ pub fn pgbouncer_for_test(db: &TestDatabase) -> String {
 /// The `pgbouncer` binary: on `PATH`, or where Debian puts it (`/usr/sbin`, not on a user's `PATH`). Twin
 /// of the search in `tests/build.rs` (change both).
 fn find_pgbouncer() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from))
-        .map(|d| d.join("pgbouncer"))
-        .find(|p| p.is_file())
+    crate::find_program(
+        "pgbouncer",
+        ["/usr/sbin", "/usr/local/sbin", "/usr/bin", "/usr/local/bin"].map(PathBuf::from),
+    )
 }
 
 /// Quotes a value for PgBouncer's connection strings.
