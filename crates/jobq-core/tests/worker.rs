@@ -960,3 +960,94 @@ async fn jobs_past_their_timeout_are_aborted_and_retried() {
     );
     assert_eq!(job(&client, &jobq, behind).await.status, Status::Succeeded);
 }
+
+/// Fails its first attempt; on the second, shows the test the job it was handed and waits for the test.
+#[derive(Serialize, Deserialize)]
+struct Seen;
+
+impl Task for Seen {
+    const NAME: &'static str = "seen";
+    fn retry() -> RetryStrategy {
+        RetryStrategy::new(3).backoff(Backoff::Constant(Duration::from_millis(10)))
+    }
+}
+
+/// The fetch sends each job as an array of its columns (`fetch.sql`), read by position into `Job`: every
+/// field a handler is handed must be the stored one, none shifted into its neighbour's place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_is_handed_the_job_as_stored() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let seen: Arc<Mutex<Option<Arc<Job>>>> = Arc::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (shown, opened) = (seen.clone(), gate.clone());
+    let worker = Worker::builder(Jobq::default(), Backend::connect(db.url()).await)
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .task(move |_: Seen, ctx: JobContext| {
+            let (shown, gate) = (shown.clone(), opened.clone());
+            async move {
+                if ctx.attempt() == 1 {
+                    return Err(JobError::new("first attempt\tfails"));
+                }
+                *shown.lock().unwrap() = Some(ctx.job.clone());
+                gate.acquire().await.expect("the gate stays open").forget();
+                Ok(())
+            }
+        })
+        .build();
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let id = jobq
+        .defer(&Seen)
+        .queue("elsewhere")
+        .priority(7)
+        .lock("tenant \"a\"")
+        .queueing_lock("once")
+        .trace_context(traceparent)
+        .run(common::Async(&client))
+        .await
+        .unwrap();
+    let (stop, handle) = start(worker);
+    let handed = loop {
+        if let Some(job) = seen.lock().unwrap().clone() {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stored = job(&client, &jobq, id).await;
+    gate.add_permits(1);
+    assert_eq!(*handed, stored);
+    assert_eq!(
+        (
+            handed.queue.as_str(),
+            handed.priority,
+            handed.lock.as_deref(),
+            handed.queueing_lock.as_deref(),
+            handed.attempts,
+            handed.status,
+            handed.trace_context.as_deref(),
+            handed.errors.len(),
+            handed.last_error.as_deref(),
+        ),
+        (
+            "elsewhere",
+            7,
+            Some("tenant \"a\""),
+            Some("once"),
+            2,
+            Status::Doing,
+            Some(traceparent),
+            1,
+            Some("first attempt\tfails"),
+        )
+    );
+    assert!(handed.started_at.is_some() && handed.worker_id.is_some());
+    wait_for(
+        &client,
+        &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {id}"),
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+}

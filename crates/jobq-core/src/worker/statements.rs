@@ -134,11 +134,6 @@ impl Jobq {
 
 /// A fetched row as a job, or what little of it can be read.
 fn fetched(row: &str) -> Option<Fetched> {
-    #[derive(Deserialize)]
-    struct Head {
-        id: JobId,
-        attempts: i32,
-    }
     let error = match read_json::<Job>(row) {
         Ok(job) => return Some(Fetched::Job(job)),
         Err(e) => e,
@@ -153,5 +148,39 @@ fn fetched(row: &str) -> Option<Fetched> {
             tracing::error!(%error, "a fetched row could not be read at all");
             None
         }
+    }
+}
+
+/// The id and attempt of a fetched row (an array in the order of `Job`'s fields, `fetch.sql`), read when
+/// the rest of it cannot be.
+struct Head {
+    id: JobId,
+    attempts: i32,
+}
+
+/// Where `attempts` is in a fetched row.
+const ATTEMPTS_AT: usize = 9;
+
+impl<'de> Deserialize<'de> for Head {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Row;
+        impl<'de> serde::de::Visitor<'de> for Row {
+            type Value = Head;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a fetched job's columns")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut row: A) -> Result<Head, A::Error> {
+                use serde::de::{Error, IgnoredAny};
+                let short = || A::Error::custom("a fetched row without its id and attempt");
+                let id = row.next_element::<JobId>()?.ok_or_else(short)?;
+                for _ in 1..ATTEMPTS_AT {
+                    row.next_element::<IgnoredAny>()?.ok_or_else(short)?;
+                }
+                let attempts = row.next_element::<i32>()?.ok_or_else(short)?;
+                while row.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Head { id, attempts })
+            }
+        }
+        d.deserialize_seq(Row)
     }
 }
