@@ -423,3 +423,75 @@ async fn colliding_retries_of_one_queueing_lock_strand_nothing() {
     );
     nothing_doing(&client).await;
 }
+
+/// Waits for the test's gate, then succeeds.
+#[derive(Serialize, Deserialize)]
+struct Gated;
+
+impl Task for Gated {
+    const NAME: &'static str = "gated";
+}
+
+/// A batch of successes ends in one update without locking its rows first (migration 9); a row another
+/// transaction holds must still hold up only its own job's end, not the rest of the batch, and that job
+/// ends once the row is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_row_held_by_another_transaction_holds_up_only_its_own_end() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let opened = gate.clone();
+    let worker = Worker::builder(Jobq::default(), Backend::connect(db.url()).await)
+        .poll_interval(Duration::from_millis(100))
+        .heartbeat_interval(Duration::from_millis(100))
+        .concurrency(50)
+        .task(move |_: Gated, _ctx: JobContext| {
+            let gate = opened.clone();
+            async move {
+                gate.acquire().await.expect("the gate stays open").forget();
+                Ok(())
+            }
+        })
+        .build();
+    let (stop, handle) = start(worker);
+    let ids = jobq
+        .defer_batch((0..20).map(|_| NewJob::from_task(&Gated).unwrap()))
+        .run(Async(&client))
+        .await
+        .unwrap();
+    wait_for(
+        &client,
+        "SELECT count(*) = 20 FROM jobq.jobs WHERE status = 'doing'",
+    )
+    .await;
+    let held = ids[7];
+    let blocker = connect(db.url()).await;
+    blocker
+        .batch_execute(&format!(
+            "BEGIN; SELECT 1 FROM jobq.jobs WHERE id = {held} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+    // Every handler returns at once: their ends share a batch.
+    gate.add_permits(20);
+    wait_for(
+        &client,
+        "SELECT count(*) = 19 FROM jobq.jobs WHERE status = 'succeeded'",
+    )
+    .await;
+    assert_eq!(
+        jobq.status(held).run(Async(&client)).await.unwrap(),
+        Status::Doing,
+        "the held job cannot end while its row is held"
+    );
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    wait_for(
+        &client,
+        &format!("SELECT status = 'succeeded' FROM jobq.jobs WHERE id = {held}"),
+    )
+    .await;
+    stop.cancel();
+    handle.await.unwrap().unwrap();
+    nothing_doing(&client).await;
+}
