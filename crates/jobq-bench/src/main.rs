@@ -64,7 +64,7 @@ enum Group {
     /// defer_external, defer_external_ratio, defer_pool, batch_defer and batch_defer_vs_insert_ratio for
     /// every adapter, interleaved in rounds.
     Defer,
-    /// worker_throughput and worker_vs_raw_sql_ratio.
+    /// worker_throughput, worker_vs_raw_sql_ratio and worker_vs_runner_loop_ratio.
     Worker,
     /// fetch_flatness_ratio.
     Flatness,

@@ -1,5 +1,7 @@
-//! `worker_throughput` and `worker_vs_raw_sql_ratio`: one worker draining queued no-op jobs, against a
-//! hand-written loop of batched `FOR UPDATE SKIP LOCKED` fetches and batched completions on the same data.
+//! `worker_throughput`, `worker_vs_raw_sql_ratio` and `worker_vs_runner_loop_ratio`: one worker draining
+//! queued no-op jobs, against hand-written loops of batched `FOR UPDATE SKIP LOCKED` fetches and batched
+//! completions on the same data: one that takes only the ids, and one that also takes what running a job
+//! needs (its task and its arguments, read as JSON).
 
 use crate::queue::{self, Noop};
 use crate::report::{Figure, Report, Target, number};
@@ -21,6 +23,15 @@ const RAW_FETCH: &str =
         ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
     RETURNING id";
 
+/// [`RAW_FETCH`] answering what a runner needs: each job's task and arguments, besides its id.
+const RUNNER_FETCH: &str =
+    "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
+        worker_id = $2
+    WHERE id = ANY (ARRAY(
+        SELECT id FROM jobq.jobs WHERE status = 'todo' AND NOT blocked AND scheduled_at <= now()
+        ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
+    RETURNING id, task, args::text";
+
 /// Ends a batch of jobs as succeeded.
 const RAW_COMPLETE: &str =
     "UPDATE jobq.jobs SET status = 'succeeded', finished_at = now(), worker_id = NULL
@@ -34,36 +45,34 @@ pub(crate) async fn throughput(
 ) -> Result<Vec<Figure>, BoxError> {
     let client = queue::connect(url).await?;
     let n = plan.worker_jobs;
-    let (mut worker_time, mut raw_time) = (Duration::ZERO, Duration::ZERO);
+    let mut times = [Duration::ZERO; 3];
     for round in 0..plan.worker_rounds {
         let rounds = plan.worker_rounds;
-        for raw in if round % 2 == 0 {
-            [false, true]
-        } else {
-            [true, false]
-        } {
+        // Each round runs the three in another order, so none always runs first.
+        for turn in 0..3 {
+            let which = (round + turn) % 3;
             queue::reset(&client).await?;
             queue::fill(&client, n).await?;
-            if raw {
-                report.detail(format!(
-                    "raw SKIP LOCKED loop: {n} jobs, round {}/{rounds}",
-                    round + 1
-                ));
-                raw_time += raw_loop(&client, plan.worker.fetch_batch).await?;
-            } else {
-                report.detail(format!(
-                    "worker draining {n} jobs, round {}/{rounds}",
-                    round + 1
-                ));
-                worker_time += drain(url, plan, &client, n).await?;
-            }
+            let (what, took) = match which {
+                0 => ("worker draining", drain(url, plan, &client, n).await?),
+                1 => (
+                    "raw SKIP LOCKED loop (ids only):",
+                    raw_loop(&client, RAW_FETCH, plan.worker.fetch_batch).await?,
+                ),
+                _ => (
+                    "runner loop (ids, tasks, arguments):",
+                    raw_loop(&client, RUNNER_FETCH, plan.worker.fetch_batch).await?,
+                ),
+            };
+            report.detail(format!("{what} {n} jobs, round {}/{rounds}", round + 1));
+            times[which] += took;
         }
     }
+    let [worker_time, raw_time, runner_time] = times;
     let total = (n * plan.worker_rounds) as f64;
-    let (worker_rate, raw_rate) = (
-        total / worker_time.as_secs_f64(),
-        total / raw_time.as_secs_f64(),
-    );
+    let rate = |time: Duration| total / time.as_secs_f64();
+    let (worker_rate, raw_rate, runner_rate) =
+        (rate(worker_time), rate(raw_time), rate(runner_time));
     let quick = if plan.quick {
         " (quick: fewer jobs)"
     } else {
@@ -84,6 +93,15 @@ pub(crate) async fn throughput(
                 plan.worker.fetch_batch,
                 number(raw_rate)
             )),
+        Figure::new(
+            "worker_vs_runner_loop_ratio",
+            worker_rate / runner_rate,
+            "ratio",
+        )
+        .note(format!(
+            "the raw loop also answering each job's task and arguments (read as JSON): {} jobs/s",
+            number(runner_rate)
+        )),
     ])
 }
 
@@ -119,21 +137,30 @@ pub(crate) async fn drain(
     Ok(took)
 }
 
-/// Drains the queue by hand on one connection: fetch a batch, complete it, until nothing is left.
-async fn raw_loop(client: &tokio_postgres::Client, batch: usize) -> Result<Duration, BoxError> {
-    let fetch = client.prepare(RAW_FETCH).await?;
+/// Drains the queue by hand on one connection with `fetch` (ids first, then for [`RUNNER_FETCH`] each job's
+/// task and arguments, read as a runner would): fetch a batch, complete it, until nothing is left.
+async fn raw_loop(
+    client: &tokio_postgres::Client,
+    fetch: &str,
+    batch: usize,
+) -> Result<Duration, BoxError> {
+    let fetch = client.prepare(fetch).await?;
     let complete = client.prepare(RAW_COMPLETE).await?;
     let limit = i64::try_from(batch)?;
     let start = Instant::now();
     loop {
-        let ids: Vec<i64> = client
-            .query(&fetch, &[&limit, &0_i64])
-            .await?
-            .iter()
-            .map(|row| row.get(0))
-            .collect();
-        if ids.is_empty() {
+        let rows = client.query(&fetch, &[&limit, &0_i64]).await?;
+        if rows.is_empty() {
             return Ok(start.elapsed());
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            ids.push(row.get::<_, i64>(0));
+            if row.len() > 1 {
+                let task: &str = row.get(1);
+                let args: serde_json::Value = serde_json::from_str(row.get(2))?;
+                std::hint::black_box((task, args));
+            }
         }
         client.execute(&complete, &[&ids]).await?;
     }
