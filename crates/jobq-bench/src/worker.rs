@@ -13,24 +13,28 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// Takes up to `$1` due jobs, highest priority first, and marks them running for worker `$2`. It walks the
-/// same partial index as jobq's fetch (waiting jobs not blocked behind a lock; the benchmark has no locks).
-const RAW_FETCH: &str =
-    "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
-        worker_id = $2
-    WHERE id = ANY (ARRAY(
-        SELECT id FROM jobq.jobs WHERE status = 'todo' AND NOT blocked AND scheduled_at <= now()
-        ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
-    RETURNING id";
+/// Takes up to `$1` due jobs, highest priority first, marks them running for worker `$2` and answers
+/// `$returning` of each. It walks the same partial index as jobq's fetch (waiting jobs not blocked behind a
+/// lock; the benchmark has no locks).
+macro_rules! raw_fetch {
+    ($returning:literal) => {
+        concat!(
+            "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
+                worker_id = $2
+            WHERE id = ANY (ARRAY(
+                SELECT id FROM jobq.jobs WHERE status = 'todo' AND NOT blocked AND scheduled_at <= now()
+                ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
+            RETURNING ",
+            $returning
+        )
+    };
+}
 
-/// [`RAW_FETCH`] answering what a runner needs: each job's task and arguments, besides its id.
-const RUNNER_FETCH: &str =
-    "UPDATE jobq.jobs SET status = 'doing', attempts = attempts + 1, started_at = now(),
-        worker_id = $2
-    WHERE id = ANY (ARRAY(
-        SELECT id FROM jobq.jobs WHERE status = 'todo' AND NOT blocked AND scheduled_at <= now()
-        ORDER BY priority DESC, id LIMIT $1 FOR UPDATE SKIP LOCKED))
-    RETURNING id, task, args::text";
+/// The raw loop's fetch: ids only.
+const RAW_FETCH: &str = raw_fetch!("id");
+
+/// The runner loop's fetch: what running a job needs, its task and arguments, besides its id.
+const RUNNER_FETCH: &str = raw_fetch!("id, task, args::text");
 
 /// Ends a batch of jobs as succeeded.
 const RAW_COMPLETE: &str =
