@@ -48,6 +48,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0008_ordered_walks",
         include_str!("../sql/migrations/0008_ordered_walks.sql"),
     ),
+    (
+        9,
+        "0009_column_batches",
+        include_str!("../sql/migrations/0009_column_batches.sql"),
+    ),
 ];
 
 /// The schema version this library needs.
