@@ -56,9 +56,9 @@ impl Columns {
         }
     }
 
-    /// Whether a job of the batch has a lock or a queueing lock (the server takes defer_jobs' JSON path).
-    #[cfg(test)]
-    fn has_locks(&self) -> bool {
+    /// Whether a job of the batch has a lock or a queueing lock: then it goes to `defer_jobs` as JSON
+    /// ([`into_json`](Self::into_json)), not to `defer_columns`.
+    pub(crate) fn has_locks(&self) -> bool {
         self.fields[LOCK].is_some() || self.fields[QUEUEING_LOCK].is_some()
     }
 
@@ -162,6 +162,96 @@ impl Columns {
     }
 }
 
+impl Columns {
+    /// The batch as `defer_jobs`' JSON array of job objects, rebuilt from the elements (the absent options
+    /// left out, as a single deferral writes them).
+    pub(crate) fn into_json(self) -> String {
+        let mut fields: Vec<Option<Elements<'_>>> = self
+            .fields
+            .iter()
+            .map(|f| f.as_deref().map(|buf| Elements { buf, pos: 0 }))
+            .collect();
+        let keys = [
+            "task",
+            "args",
+            "queue",
+            "priority",
+            "scheduled_at",
+            "trace_context",
+            "lock",
+            "queueing_lock",
+        ];
+        let mut out =
+            Vec::with_capacity(self.fields.iter().flatten().map(Vec::len).sum::<usize>() + 64);
+        out.push(b'[');
+        for job in 0..self.jobs {
+            if job > 0 {
+                out.push(b',');
+            }
+            out.push(b'{');
+            let mut first = true;
+            for (field, key) in fields.iter_mut().zip(keys) {
+                let Some(value) = field.as_mut().and_then(Elements::next) else {
+                    continue;
+                };
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                write!(out, "\"{key}\":").expect("writing to a Vec cannot fail");
+                if key == "args" || key == "priority" {
+                    // JSON text and an integer: written as they are.
+                    out.extend_from_slice(&value);
+                } else {
+                    let text =
+                        String::from_utf8(value).expect("elements are written from UTF-8 text");
+                    serde_json::to_writer(&mut out, &text).expect("a string serialises");
+                }
+            }
+            out.push(b'}');
+        }
+        out.push(b']');
+        String::from_utf8(out).expect("JSON is UTF-8")
+    }
+}
+
+/// Reads a field's elements back, in order: each is `None` for NULL, else its unescaped bytes.
+struct Elements<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Elements<'_> {
+    fn next(&mut self) -> Option<Vec<u8>> {
+        let rest = &self.buf[self.pos..];
+        let value = if rest.starts_with(b"NULL") {
+            self.pos += 4;
+            None
+        } else if rest.first() == Some(&b'"') {
+            let mut value = Vec::new();
+            let mut i = 1;
+            while rest[i] != b'"' {
+                if rest[i] == b'\\' {
+                    i += 1;
+                }
+                value.push(rest[i]);
+                i += 1;
+            }
+            self.pos += i + 1;
+            Some(value)
+        } else {
+            // An unquoted priority.
+            let end = rest.iter().position(|&b| b == b',').unwrap_or(rest.len());
+            self.pos += end;
+            Some(rest[..end].to_vec())
+        };
+        if self.buf.get(self.pos) == Some(&b',') {
+            self.pos += 1;
+        }
+        value
+    }
+}
+
 /// `n` NULL elements, comma-separated.
 fn nulls(n: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(n * 5 + 64);
@@ -250,6 +340,46 @@ mod tests {
             r#"{{"t"},{"[]"},{"q"},{5},{"2030-01-02T03:04:05.123456Z"},{"tp"},{"l"},{"ql"}}"#
         );
         assert_eq!(literal(&[], None), "{}");
+    }
+
+    #[test]
+    fn a_batch_with_locks_is_rebuilt_as_the_json_a_single_deferral_writes() {
+        let at = chrono::DateTime::parse_from_rfc3339("2030-01-02T03:04:05.123456Z")
+            .unwrap()
+            .to_utc();
+        let mut locked = NewJob::new("l\"k\\", json!({"a": "x\"y\\z,{}", "b": [null, 1.5]}));
+        locked.options = JobOptions {
+            queue: Some("q,\"".into()),
+            priority: Some(-2),
+            lock: Some("NULL".into()),
+            queueing_lock: Some("\\".into()),
+            scheduled_at: Some(at),
+            trace_context: None,
+        };
+        let jobs = [
+            NewJob::new("a", json!(null)),
+            locked,
+            NewJob::new("c", json!("NULL")),
+        ];
+        let mut columns = Columns::new();
+        for job in &jobs {
+            columns.push(job, Some("tp")).unwrap();
+        }
+        assert!(columns.has_locks());
+        let rebuilt: serde_json::Value = serde_json::from_str(&columns.into_json()).unwrap();
+        let wire: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| {
+                let mut v = serde_json::to_value(j).unwrap();
+                let o = v.as_object_mut().unwrap();
+                o.retain(|_, x| !x.is_null());
+                o.insert("trace_context".into(), json!("tp"));
+                v
+            })
+            .collect();
+        assert_eq!(rebuilt, serde_json::Value::Array(wire));
+        assert!(!Columns::new().has_locks());
+        assert_eq!(Columns::new().into_json(), "[]");
     }
 
     #[test]

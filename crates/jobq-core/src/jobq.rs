@@ -198,7 +198,8 @@ impl Jobq {
     ///
     /// The batch is one statement however large, so it stays atomic on an autocommit connection too. Each
     /// job is checked and written into the statement's argument (a text array literal, one row per field:
-    /// schema 9) as it comes from `jobs`, then dropped: pass an iterator (`(0..n).map(…)`) rather than a
+    /// schema 9; rebuilt as JSON for `defer_jobs` when a job has a lock or a queueing lock) as it comes
+    /// from `jobs`, then dropped: pass an iterator (`(0..n).map(…)`) rather than a
     /// collected `Vec`, and the client holds only that compact text (about 40 bytes for a tiny job; a
     /// `serde_json::Value` object costs over 600), briefly twice while it is joined, and the driver's copy. On the server, a batch with queueing locks takes them in their sort order, so two
     /// batches never deadlock over them.
@@ -223,18 +224,16 @@ impl Jobq {
                 return Query::refused(e.into());
             }
         }
-        self.query(&self.sql.defer, Some(columns.finish()), |rows| {
+        if columns.has_locks() {
+            // defer_jobs, on the JSON it always took: its lock paths are unchanged (schema 9).
+            return self.deferral(&self.sql.defer, Some(columns.into_json()));
+        }
+        self.query(&self.sql.defer_columns, Some(columns.finish()), |rows| {
             let row = rows.into_iter().next().ok_or_else(no_row)?;
-            if let Some(ids) = batch::read_ids(&row) {
-                return Ok(ids);
-            }
-            #[derive(Deserialize)]
-            struct Conflict {
-                conflict: Option<String>,
-            }
-            let outcome: Conflict = limits::read_json(&row)?;
-            Err(Error::AlreadyEnqueued {
-                queueing_lock: outcome.conflict.unwrap_or_default(),
+            batch::read_ids(&row).ok_or_else(|| {
+                Error::Json(serde::de::Error::custom(format!(
+                    "defer_columns answered {row:?}, not an array of ids"
+                )))
             })
         })
     }

@@ -268,8 +268,8 @@ fn huge_batch_in_a_process() {
 /// A batch stores every field of every job exactly as one deferral per job stores it (schema 9 sends a batch
 /// as a text array literal, a single job as JSON): awkward arguments and names (quotes, backslashes, braces,
 /// commas, `NULL` as a name, non-ASCII, null arguments), every option, a schedule with microseconds, a
-/// trace context; and a batch holding a lock among plain jobs, which takes the JSON path on the server.
-/// The ids come back in input order.
+/// trace context; and a batch holding a lock among plain jobs, which the client rebuilds as JSON for
+/// `defer_jobs`. The ids come back in input order. `defer_columns` itself refuses lock rows.
 #[tokio::test]
 async fn a_batch_stores_every_field_as_single_deferrals_do() {
     let db = jobq_tempdb::database();
@@ -362,4 +362,16 @@ async fn a_batch_stores_every_field_as_single_deferrals_do() {
         .await
         .unwrap();
     assert!(none.is_empty());
+    let refused = client
+        .query_one(
+            r#"SELECT jobq.defer_columns('{{"t"},{"1"},{NULL},{NULL},{NULL},{NULL},{"l"}}')"#,
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE),
+        "{refused}"
+    );
 }
