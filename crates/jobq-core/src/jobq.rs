@@ -1,6 +1,7 @@
 //! [`Jobq`]: the handle every operation starts from, and the builders for deferring and cancelling.
 
 use crate::BulkOutcome;
+use crate::batch::{self, Columns};
 use crate::limits;
 use crate::query::{Operation, Query, Step};
 use crate::sql::{SCHEMA_VERSION, Statements};
@@ -196,10 +197,11 @@ impl Jobq {
     /// place in the batch, before any SQL is sent: nothing is inserted and the transaction stays usable.
     ///
     /// The batch is one statement however large, so it stays atomic on an autocommit connection too. Each
-    /// job is checked and written into the statement's JSON argument as it comes from `jobs`, then dropped:
-    /// pass an iterator (`(0..n).map(…)`) rather than a collected `Vec`, and the client holds only that
-    /// compact text (about 35 bytes for a tiny job; a `serde_json::Value` object costs over 600) and the
-    /// driver's copy of it. On the server, a batch with queueing locks takes them in their sort order, so two
+    /// job is checked and written into the statement's argument (a text array literal, one row per field:
+    /// schema 9; rebuilt as JSON for `defer_jobs` when a job has a lock or a queueing lock) as it comes
+    /// from `jobs`, then dropped: pass an iterator (`(0..n).map(…)`) rather than a
+    /// collected `Vec`, and the client holds only that compact text (about 40 bytes for a tiny job; a
+    /// `serde_json::Value` object costs over 600), briefly twice while it is joined, and the driver's copy. On the server, a batch with queueing locks takes them in their sort order, so two
     /// batches never deadlock over them.
     ///
     /// With the feature `opentelemetry`, a job without a [`JobOptions::trace_context`] of its own gets the
@@ -207,7 +209,7 @@ impl Jobq {
     pub fn defer_batch(&self, jobs: impl IntoIterator<Item = NewJob>) -> Query<Vec<JobId>> {
         // Once for the whole batch: every job of it is deferred in the same span.
         let current = current_trace_context();
-        let mut arg = vec![b'['];
+        let mut columns = Columns::new();
         for (i, job) in jobs.into_iter().enumerate() {
             // As `limits::check_batch` names the job.
             if let Err(e) = limits::check_job(&job) {
@@ -218,17 +220,22 @@ impl Jobq {
                     other => other,
                 });
             }
-            if i > 0 {
-                arg.push(b',');
-            }
-            if let Err(e) = serde_json::to_writer(&mut arg, &Wire::new(&job, current.as_deref())) {
+            if let Err(e) = columns.push(&job, current.as_deref()) {
                 return Query::refused(e.into());
             }
         }
-        arg.push(b']');
-        arg.shrink_to_fit();
-        let arg = String::from_utf8(arg).expect("serde_json writes UTF-8");
-        self.deferral(&self.sql.defer, Some(arg))
+        if columns.has_locks() {
+            // defer_jobs, on the JSON it always took: its lock paths are unchanged (schema 9).
+            return self.deferral(&self.sql.defer, Some(columns.into_json()));
+        }
+        self.query(&self.sql.defer_columns, Some(columns.finish()), |rows| {
+            let row = rows.into_iter().next().ok_or_else(no_row)?;
+            batch::read_ids(&row).ok_or_else(|| {
+                Error::Json(serde::de::Error::custom(format!(
+                    "defer_columns answered {row:?}, not an array of ids"
+                )))
+            })
+        })
     }
 
     /// Runs a deferral statement on `arg`, its JSON text, which returns `{"ids": [...]}` or

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 mod error;
 mod executor;
 mod jobq;

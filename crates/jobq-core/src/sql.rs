@@ -48,6 +48,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0008_ordered_walks",
         include_str!("../sql/migrations/0008_ordered_walks.sql"),
     ),
+    (
+        9,
+        "0009_column_batches",
+        include_str!("../sql/migrations/0009_column_batches.sql"),
+    ),
 ];
 
 /// The schema version this library needs.
@@ -66,6 +71,7 @@ pub(crate) struct Statements {
     pub(crate) schema_exists: Arc<str>,
     pub(crate) schema_version: Arc<str>,
     pub(crate) defer: Arc<str>,
+    pub(crate) defer_columns: Arc<str>,
     pub(crate) defer_one: Arc<str>,
     pub(crate) get_job: Arc<str>,
     pub(crate) list_jobs: Arc<str>,
@@ -122,6 +128,7 @@ impl Statements {
             schema_exists: render(include_str!("../sql/queries/schema_exists.sql")),
             schema_version: render(include_str!("../sql/queries/schema_version.sql")),
             defer: render(include_str!("../sql/queries/defer.sql")),
+            defer_columns: render(include_str!("../sql/queries/defer_columns.sql")),
             defer_one: render(include_str!("../sql/queries/defer_one.sql")),
             get_job: render(include_str!("../sql/queries/get_job.sql")),
             list_jobs: render(include_str!("../sql/queries/list_jobs.sql")),

@@ -264,3 +264,114 @@ fn huge_batch_in_a_process() {
     assert_eq!(stored, HUGE_BATCH as i64);
     println!("huge batch peak growth KiB: {grew}");
 }
+
+/// A batch stores every field of every job exactly as one deferral per job stores it (schema 9 sends a batch
+/// as a text array literal, a single job as JSON): awkward arguments and names (quotes, backslashes, braces,
+/// commas, `NULL` as a name, non-ASCII, null arguments), every option, a schedule with microseconds, a
+/// trace context; and a batch holding a lock among plain jobs, which the client rebuilds as JSON for
+/// `defer_jobs`. The ids come back in input order. `defer_columns` itself refuses lock rows.
+#[tokio::test]
+async fn a_batch_stores_every_field_as_single_deferrals_do() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let at = chrono::DateTime::parse_from_rfc3339("2031-05-06T07:08:09.123456Z")
+        .unwrap()
+        .to_utc();
+    let job = |task: &str, args: serde_json::Value, options: JobOptions| NewJob {
+        task: task.into(),
+        args,
+        options,
+    };
+    let plain = vec![
+        job("t", serde_json::json!({"n": 1}), JobOptions::default()),
+        job(
+            "q\"uo\\te{,}",
+            serde_json::json!({"s": "a\"b\\c{d}, e", "u": "é€😀", "l": [1, null, {"x": []}]}),
+            JobOptions::default(),
+        ),
+        job("NULL", serde_json::json!(null), JobOptions::default()),
+        job(
+            "opts",
+            serde_json::json!("text"),
+            JobOptions {
+                queue: Some("NULL".into()),
+                priority: Some(-7),
+                scheduled_at: Some(at),
+                trace_context: Some(
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+                ),
+                ..JobOptions::default()
+            },
+        ),
+        job("empty", serde_json::json!({}), JobOptions::default()),
+    ];
+    let mut with_lock = plain.clone();
+    with_lock.insert(
+        2,
+        job(
+            "locked",
+            serde_json::json!([1]),
+            JobOptions {
+                lock: Some("l,\"{}\"".into()),
+                queue: Some("other".into()),
+                ..JobOptions::default()
+            },
+        ),
+    );
+    let fields = "SELECT jsonb_agg(to_jsonb(j) - 'id' - 'created_at' - 'scheduled_at' - 'blocked' \
+                  || jsonb_build_object('later', j.scheduled_at > now() + interval '1 day', \
+                                        'at', CASE WHEN j.scheduled_at > now() + interval '1 day' \
+                                              THEN j.scheduled_at END) ORDER BY j.id)::text \
+                  FROM jobq.jobs j WHERE j.id = ANY ($1)";
+    for batch in [plain, with_lock] {
+        let mut singles = Vec::new();
+        for j in batch.clone() {
+            singles.push(jobq.defer_job(j).run(Async(&client)).await.unwrap().0);
+        }
+        let ids: Vec<i64> = jobq
+            .defer_batch(batch.clone())
+            .run(Async(&client))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|id| id.0)
+            .collect();
+        assert_eq!(ids.len(), batch.len());
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in input order");
+        let tasks: Vec<String> = client
+            .query(
+                "SELECT task FROM jobq.jobs WHERE id = ANY ($1) ORDER BY id",
+                &[&ids],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let wanted: Vec<&str> = batch.iter().map(|j| j.task.as_str()).collect();
+        assert_eq!(tasks, wanted, "each id is its job's");
+        let single: String = client.query_one(fields, &[&singles]).await.unwrap().get(0);
+        let batched: String = client.query_one(fields, &[&ids]).await.unwrap().get(0);
+        assert_eq!(batched, single);
+    }
+    // An empty batch inserts nothing and answers no ids.
+    let none = jobq
+        .defer_batch(Vec::new())
+        .run(Async(&client))
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let refused = client
+        .query_one(
+            r#"SELECT jobq.defer_columns('{{"t"},{"1"},{NULL},{NULL},{NULL},{NULL},{"l"}}')"#,
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE),
+        "{refused}"
+    );
+}
