@@ -1009,12 +1009,15 @@ async fn a_handler_is_handed_the_job_as_stored() {
         .await
         .unwrap();
     let (stop, handle) = start(worker);
-    let handed = loop {
-        if let Some(job) = seen.lock().unwrap().clone() {
-            break job;
+    let mut handed = None;
+    for _ in 0..1500 {
+        handed = seen.lock().unwrap().clone();
+        if handed.is_some() {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+    let handed = handed.expect("the second attempt started within 30 s");
     let stored = job(&client, &jobq, id).await;
     gate.add_permits(1);
     assert_eq!(*handed, stored);
