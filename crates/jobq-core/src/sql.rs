@@ -53,6 +53,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0009_column_batches",
         include_str!("../sql/migrations/0009_column_batches.sql"),
     ),
+    (
+        10,
+        "0010_ends_by_row_address",
+        include_str!("../sql/migrations/0010_ends_by_row_address.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

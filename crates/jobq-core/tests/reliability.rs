@@ -432,9 +432,9 @@ impl Task for Gated {
     const NAME: &'static str = "gated";
 }
 
-/// A batch of successes ends in one update without locking its rows first (migration 9); a row another
-/// transaction holds must still hold up only its own job's end, not the rest of the batch, and that job
-/// ends once the row is free.
+/// A batch of successes ends in one statement that skips the rows it cannot lock (and, from migration 10,
+/// updates the rows it locked by their address); a row another transaction holds must hold up only its own
+/// job's end, not the rest of the batch, and that job ends once the row is free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_row_held_by_another_transaction_holds_up_only_its_own_end() {
     let db = jobq_tempdb::database();
@@ -493,5 +493,128 @@ async fn a_job_row_held_by_another_transaction_holds_up_only_its_own_end() {
     .await;
     stop.cancel();
     handle.await.unwrap().unwrap();
+    nothing_doing(&client).await;
+}
+
+/// Ends a batch through the worker's own `complete` as worker `worker`: `(id, attempt, delete)` each.
+async fn report_successes(
+    client: &tokio_postgres::Client,
+    worker: i64,
+    ends: &[(i64, i64, bool)],
+) -> serde_json::Value {
+    let jobs: Vec<_> = ends
+        .iter()
+        .map(|&(id, attempt, delete)| {
+            serde_json::json!({"id": id, "attempt": attempt, "end": "succeeded", "delete": delete})
+        })
+        .collect();
+    let arg = serde_json::json!({"worker_id": worker, "jobs": jobs}).to_string();
+    let answer: String = client
+        .query_one("SELECT jobq.complete($1::text::jsonb)::text", &[&arg])
+        .await
+        .unwrap()
+        .get(0);
+    serde_json::from_str(&answer).unwrap()
+}
+
+/// A success ends only the attempt that reported it, of the worker that runs it: an end from another
+/// worker, or for an attempt the job has left, changes nothing; the right one ends or deletes the job and
+/// leaves the rest of its batch alone (the success path of `end_jobs`, which migration 10 made update the
+/// rows it locked by address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_success_ends_only_its_own_workers_attempt() {
+    let db = jobq_tempdb::database();
+    let client = connect(db.url()).await;
+    let jobq = Jobq::default();
+    let ids = jobq
+        .defer_batch((0..4).map(|_| fails(None)))
+        .run(Async(&client))
+        .await
+        .unwrap();
+    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    let mut workers = Vec::new();
+    for name in ["mine", "theirs"] {
+        let row = client
+            .query_one(
+                "INSERT INTO jobq.workers (name) VALUES ($1) RETURNING id",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        workers.push(row.get::<_, i64>(0));
+    }
+    let (mine, theirs) = (workers[0], workers[1]);
+    let fetched = client
+        .query(
+            "SELECT id, attempts FROM jobq.fetch_jobs(jsonb_build_object('worker_id', $1::bigint, 'limit', 10))",
+            &[&mine],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched.len(), 4, "the worker holds every job");
+    assert!(fetched.iter().all(|r| r.get::<_, i32>(1) == 1));
+
+    let doing = "SELECT count(*) = 4 FROM jobq.jobs WHERE status = 'doing'";
+    // Another worker's word, and a word for an attempt these jobs are not at, end nothing and are not busy.
+    let answer = report_successes(&client, theirs, &[(ids[0], 1, false), (ids[1], 1, true)]).await;
+    assert_eq!(answer, serde_json::json!({"busy": []}));
+    let answer = report_successes(&client, mine, &[(ids[0], 2, false), (ids[1], 0, true)]).await;
+    assert_eq!(answer, serde_json::json!({"busy": []}));
+    wait_for(&client, doing).await;
+
+    // The right word ends one job and deletes another, and leaves the other two running.
+    let answer = report_successes(&client, mine, &[(ids[0], 1, false), (ids[1], 1, true)]).await;
+    assert_eq!(answer, serde_json::json!({"busy": []}));
+    let row = client
+        .query_one(
+            "SELECT status, worker_id, finished_at IS NOT NULL, abort_requested FROM jobq.jobs WHERE id = $1",
+            &[&ids[0]],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "succeeded");
+    assert_eq!(row.get::<_, Option<i64>>(1), None, "no worker holds it");
+    assert!(row.get::<_, bool>(2), "it has a finishing time");
+    assert!(!row.get::<_, bool>(3));
+    assert_eq!(
+        count(
+            &client,
+            &format!("SELECT 1 FROM jobq.jobs WHERE id = {}", ids[1])
+        )
+        .await,
+        0,
+        "the success asked to delete its job deleted it"
+    );
+    assert_eq!(
+        count(
+            &client,
+            &format!(
+                "SELECT 1 FROM jobq.jobs WHERE id IN ({}, {}) AND status = 'doing' AND worker_id = {mine}",
+                ids[2], ids[3]
+            )
+        )
+        .await,
+        2,
+        "the jobs not reported still run"
+    );
+
+    // A job whose row another transaction changed and committed after the fetch still ends.
+    client
+        .execute(
+            "UPDATE jobq.jobs SET abort_requested = true WHERE id = $1",
+            &[&ids[2]],
+        )
+        .await
+        .unwrap();
+    let answer = report_successes(&client, mine, &[(ids[2], 1, false), (ids[3], 1, false)]).await;
+    assert_eq!(answer, serde_json::json!({"busy": []}));
+    assert_eq!(
+        count(
+            &client,
+            "SELECT 1 FROM jobq.jobs WHERE status = 'succeeded'"
+        )
+        .await,
+        3
+    );
     nothing_doing(&client).await;
 }
