@@ -78,8 +78,9 @@ enum Group {
     Fleet,
     /// sustained_ratio (30 minutes; --quick: 3).
     Sustained,
-    /// fetch_lock_backlog_ratio (every queue and a named one), multi_queue_fetch_ratio and
-    /// many_queues_ratio: the fetch with a long lock backlog, from several large queues, and from 10,000.
+    /// fetch_other_tasks_ratio and fetch_lock_backlog_ratio (each from every queue and a named one),
+    /// multi_queue_fetch_ratio and many_queues_ratio: the fetch behind many jobs of tasks the worker does
+    /// not know, with a long lock backlog, from several large queues, and from 10,000.
     Scale,
 }
 
@@ -154,6 +155,7 @@ impl Plan {
                     sample: Duration::from_secs(10),
                 },
                 scale: scale::ScalePlan {
+                    other_tasks: 100_000,
                     lock_backlog: 100_000,
                     fetch_samples: 50,
                     queues: 10_000,
@@ -184,6 +186,7 @@ impl Plan {
                     sample: Duration::from_secs(30),
                 },
                 scale: scale::ScalePlan {
+                    other_tasks: 300_000,
                     lock_backlog: 300_000,
                     fetch_samples: 100,
                     queues: 10_000,
@@ -308,8 +311,8 @@ fn bench(args: &Args) -> Result<bool, BoxError> {
     );
     worker_figures!(
         Group::Scale,
-        "fetch at scale: lock backlog, several large queues, 10,000 queues",
-        "fetch_lock_backlog_ratio, multi_queue_fetch_ratio, many_queues_ratio",
+        "fetch at scale: other tasks' jobs, lock backlog, several large queues, 10,000 queues",
+        "fetch_other_tasks_ratio, fetch_lock_backlog_ratio, multi_queue_fetch_ratio, many_queues_ratio",
         scale::measure
     );
 

@@ -1,4 +1,6 @@
-//! The fetch at scale: `fetch_lock_backlog_ratio` (a fetch of 10 with a long backlog behind one running lock,
+//! The fetch at scale: `fetch_other_tasks_ratio` (a fetch of 10 for a worker knowing `noop` with many jobs of
+//! another task ahead of its own, from every queue and from a named one, divided by the same without them),
+//! `fetch_lock_backlog_ratio` (a fetch of 10 with a long backlog behind one running lock,
 //! from every queue and from a named one, divided by the same without the backlog), `multi_queue_fetch_ratio`
 //! (a fetch of 10 from 3 large queues divided by one from one of them) and `many_queues_ratio` (a worker of
 //! 10,000 one-job queues draining them, divided by a worker of one queue draining as many jobs). The fetches
@@ -22,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 /// The sizes of the scale figures.
 #[derive(Debug)]
 pub(crate) struct ScalePlan {
+    /// Jobs of another task waiting ahead of the fetching worker's own.
+    pub(crate) other_tasks: usize,
     /// Jobs waiting behind the running head of one lock.
     pub(crate) lock_backlog: usize,
     /// Timed fetches per case (the median is reported).
@@ -67,6 +71,7 @@ pub(crate) async fn measure(
     let mut figures = lock_backlog(&client, plan, report).await?;
     figures.extend(multi_queue(&client, plan, report).await?);
     figures.extend(many_queues(url, &client, plan, report).await?);
+    figures.extend(other_tasks(&client, plan, report).await?);
     Ok(figures)
 }
 
@@ -243,6 +248,83 @@ async fn lock_backlog(
             .note("from every queue, with the backlog".to_owned()),
         Figure::new("fetch_lock_backlog_named_queue_ms", with[1], "ms")
             .note(format!("from the queue {QUEUE}, with the backlog")),
+    ])
+}
+
+/// The task of the jobs a `noop` worker does not know.
+const OTHER_TASK: &str = "other";
+
+/// `fetch_other_tasks_ratio`, from every queue and from the named queue: a worker knowing only `noop`, with
+/// `other_tasks` jobs of another task ahead of its own (half older at the same priority, half of a higher
+/// priority), against the same fetch with none of them.
+async fn other_tasks(
+    client: &Client,
+    plan: &Plan,
+    report: &Report,
+) -> Result<Vec<Figure>, BoxError> {
+    let scale = &plan.scale;
+    let own = 1_000;
+    let mut medians = Vec::new();
+    for others in [0, scale.other_tasks] {
+        queue::reset(client).await?;
+        report.detail(format!(
+            "other tasks: {} jobs of the task {OTHER_TASK} ahead of {own} noop jobs",
+            number(others as f64)
+        ));
+        let mut older = NewJob::new(OTHER_TASK, json!({}));
+        older.options.queue = Some(QUEUE.to_owned());
+        let mut higher = older.clone();
+        higher.options.priority = Some(1);
+        defer_all(client, std::iter::repeat_n(older, others / 2)).await?;
+        defer_all(client, std::iter::repeat_n(job(QUEUE, None)?, own)).await?;
+        defer_all(client, std::iter::repeat_n(higher, others - others / 2)).await?;
+        // Also sets the hint bits and the visibility map, as autovacuum would have by then.
+        client.batch_execute("VACUUM ANALYZE jobq.jobs").await?;
+        let worker_id = register(client).await?;
+        let mut fetcher = Fetcher::new(client, worker_id)?;
+        report.detail(format!(
+            "other tasks {}: {} fetches of {FETCH} from every queue and from {QUEUE}",
+            number(others as f64),
+            scale.fetch_samples
+        ));
+        medians.push(
+            median_fetches(
+                client,
+                &mut fetcher,
+                &[None, Some(&[QUEUE])],
+                scale.fetch_samples,
+            )
+            .await?,
+        );
+    }
+    let (without, with) = (&medians[0], &medians[1]);
+    let quick = if plan.quick {
+        " (quick: fewer jobs of the other task)"
+    } else {
+        ""
+    };
+    let figure = |name: &str, case: usize, from: &str| {
+        Figure::new(name, with[case] / without[case], "ratio")
+            .target(Target::AtMost(1.5))
+            .note(format!(
+                "median of {} fetches of {FETCH} from {from} (fetch.sql, tasks [noop]): {:.2} ms with {} jobs \
+                 of the task {OTHER_TASK} ahead of {own} noop jobs (half older, half of a higher \
+                 priority){quick}, {:.2} ms with the noop jobs alone; fetched jobs put back untimed",
+                scale.fetch_samples,
+                with[case],
+                number(scale.other_tasks as f64),
+                without[case]
+            ))
+    };
+    Ok(vec![
+        figure("fetch_other_tasks_ratio", 0, "every queue"),
+        figure(
+            "fetch_other_tasks_ratio_named_queue",
+            1,
+            &format!("the queue {QUEUE}"),
+        ),
+        Figure::new("fetch_other_tasks_ms", with[0], "ms")
+            .note("from every queue, with the other task's jobs".to_owned()),
     ])
 }
 
