@@ -457,6 +457,21 @@ async fn standby_refusal_is_a_connection_error(cluster: &Arc<FailoverCluster>) {
     })
     .unwrap();
     let mut client = connect(&cluster.node_url(standby)).await;
+    // A standby that rejoined after the failover may not have replayed the schema yet; until it has, the
+    // defer would be refused for the missing schema, not for the standby's read-only state.
+    let mut replayed = false;
+    for _ in 0..300 {
+        let row = client
+            .query_one("SELECT to_regclass('jobq.migrations') IS NOT NULL", &[])
+            .await
+            .unwrap();
+        if row.get::<_, bool>(0) {
+            replayed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(replayed, "the standby never replayed the schema (30 s)");
     let tx = client.transaction().await.unwrap();
     let refused = Jobq::default()
         .defer_job(job)
