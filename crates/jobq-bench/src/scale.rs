@@ -218,37 +218,59 @@ async fn lock_backlog(
             .await?,
         );
     }
-    let (without, with) = (&medians[0], &medians[1]);
     let quick = if plan.quick {
         " (quick: a shorter backlog)"
     } else {
         ""
     };
-    let figure = |name: &str, case: usize, from: &str| {
-        Figure::new(name, with[case] / without[case], "ratio")
+    Ok(with_and_without(
+        "fetch_lock_backlog",
+        &medians,
+        scale.fetch_samples,
+        |with, without| {
+            format!(
+                "{with:.2} ms with {} jobs waiting behind one running lock{quick}, {without:.2} ms with the \
+                 lock's head running and none behind; {free} jobs without a lock after the backlog",
+                number(scale.lock_backlog as f64)
+            )
+        },
+    ))
+}
+
+/// The figures of a fetch timed without and with what should not slow it (`medians[0]` and `[1]`, each
+/// from every queue and from [`QUEUE`], as [`median_fetches`] gives them): `{name}_ratio` and
+/// `{name}_ratio_named_queue` (with ÷ without, target ≤ 1.5), and `{name}_ms` and `{name}_named_queue_ms`
+/// (with). `setting` describes the two cases, given their medians in milliseconds.
+fn with_and_without(
+    name: &str,
+    medians: &[Vec<f64>],
+    samples: usize,
+    setting: impl Fn(f64, f64) -> String,
+) -> Vec<Figure> {
+    let (without, with) = (&medians[0], &medians[1]);
+    let named = format!("the queue {QUEUE}");
+    let cases = [("every queue", ""), (named.as_str(), "_named_queue")];
+    let mut figures = Vec::new();
+    for (case, (from, suffix)) in cases.into_iter().enumerate() {
+        figures.push(
+            Figure::new(
+                format!("{name}_ratio{suffix}"),
+                with[case] / without[case],
+                "ratio",
+            )
             .target(Target::AtMost(1.5))
             .note(format!(
-                "median of {} fetches of {FETCH} from {from} (fetch.sql, tasks [noop]): {:.2} ms with {} jobs \
-                 waiting behind one running lock{quick}, {:.2} ms with the lock's head running and none \
-                 behind; {free} jobs without a lock after the backlog, fetched jobs put back untimed",
-                scale.fetch_samples,
-                with[case],
-                number(scale.lock_backlog as f64),
-                without[case]
-            ))
-    };
-    Ok(vec![
-        figure("fetch_lock_backlog_ratio", 0, "every queue"),
-        figure(
-            "fetch_lock_backlog_ratio_named_queue",
-            1,
-            &format!("the queue {QUEUE}"),
-        ),
-        Figure::new("fetch_lock_backlog_ms", with[0], "ms")
-            .note("from every queue, with the backlog".to_owned()),
-        Figure::new("fetch_lock_backlog_named_queue_ms", with[1], "ms")
-            .note(format!("from the queue {QUEUE}, with the backlog")),
-    ])
+                "median of {samples} fetches of {FETCH} from {from} (fetch.sql, tasks [noop]): {}; \
+                 fetched jobs put back untimed",
+                setting(with[case], without[case])
+            )),
+        );
+        figures.push(
+            Figure::new(format!("{name}{suffix}_ms"), with[case], "ms")
+                .note(format!("from {from}, in the slower case")),
+        );
+    }
+    figures
 }
 
 /// The task of the jobs a `noop` worker does not know.
@@ -297,35 +319,23 @@ async fn other_tasks(
             .await?,
         );
     }
-    let (without, with) = (&medians[0], &medians[1]);
     let quick = if plan.quick {
         " (quick: fewer jobs of the other task)"
     } else {
         ""
     };
-    let figure = |name: &str, case: usize, from: &str| {
-        Figure::new(name, with[case] / without[case], "ratio")
-            .target(Target::AtMost(1.5))
-            .note(format!(
-                "median of {} fetches of {FETCH} from {from} (fetch.sql, tasks [noop]): {:.2} ms with {} jobs \
-                 of the task {OTHER_TASK} ahead of {own} noop jobs (half older, half of a higher \
-                 priority){quick}, {:.2} ms with the noop jobs alone; fetched jobs put back untimed",
-                scale.fetch_samples,
-                with[case],
-                number(scale.other_tasks as f64),
-                without[case]
-            ))
-    };
-    Ok(vec![
-        figure("fetch_other_tasks_ratio", 0, "every queue"),
-        figure(
-            "fetch_other_tasks_ratio_named_queue",
-            1,
-            &format!("the queue {QUEUE}"),
-        ),
-        Figure::new("fetch_other_tasks_ms", with[0], "ms")
-            .note("from every queue, with the other task's jobs".to_owned()),
-    ])
+    Ok(with_and_without(
+        "fetch_other_tasks",
+        &medians,
+        scale.fetch_samples,
+        |with, without| {
+            format!(
+                "{with:.2} ms with {} jobs of the task {OTHER_TASK} ahead of {own} noop jobs (half older, \
+                 half of a higher priority){quick}, {without:.2} ms with the noop jobs alone",
+                number(scale.other_tasks as f64)
+            )
+        },
+    ))
 }
 
 /// `multi_queue_fetch_ratio`: 3 queues of `multi_queue_jobs` jobs each, deferred interleaved; a fetch from
