@@ -58,6 +58,11 @@ pub(crate) const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0010_ends_by_row_address",
         include_str!("../sql/migrations/0010_ends_by_row_address.sql"),
     ),
+    (
+        11,
+        "0011_unsorted_column_batches",
+        include_str!("../sql/migrations/0011_unsorted_column_batches.sql"),
+    ),
 ];
 
 /// The schema version this library needs.

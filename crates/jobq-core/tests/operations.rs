@@ -6,7 +6,9 @@ mod common;
 use common::{Async, Blocking, connect};
 use jobq_core::prelude::*;
 use jobq_core::{CancelOutcome, Query, RetryOutcome};
+use postgres::fallible_iterator::FallibleIterator;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 #[derive(Serialize, Deserialize)]
 struct SendEmail {
@@ -374,4 +376,79 @@ async fn a_batch_stores_every_field_as_single_deferrals_do() {
         Some(&tokio_postgres::error::SqlState::INVALID_PARAMETER_VALUE),
         "{refused}"
     );
+}
+
+/// A large batch (schema 11 inserts it without sorting) gives each job the id at its place in the batch,
+/// with its own options, and NOTIFYs each of its queues once at commit: only the default queue when no job
+/// names one, every distinct queue (the default among them) when some do, and nothing for an empty batch.
+#[test]
+fn a_large_batch_keeps_each_job_in_its_place_and_notifies_its_queues() {
+    const JOBS: usize = 5_000;
+    let db = jobq_tempdb::database();
+    let jobq = Jobq::default();
+    let mut listener = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    listener
+        .batch_execute(&format!("LISTEN {}", jobq.channel()))
+        .unwrap();
+    let mut client = postgres::Client::connect(db.url(), postgres::NoTls).unwrap();
+    let job = |i: usize, named: bool| NewJob {
+        task: "t".into(),
+        args: serde_json::json!({ "i": i }),
+        options: JobOptions {
+            queue: (named && i.is_multiple_of(5)).then(|| format!("q{}", i % 3)),
+            priority: (named && i.is_multiple_of(11)).then(|| i32::try_from(i % 7).unwrap()),
+            ..JobOptions::default()
+        },
+    };
+    for (named, queues) in [
+        (false, vec!["default"]),
+        (true, vec!["default", "q0", "q1", "q2"]),
+    ] {
+        let batch: Vec<NewJob> = (0..JOBS).map(|i| job(i, named)).collect();
+        let ids: Vec<i64> = jobq
+            .defer_batch(batch.clone())
+            .run_blocking(Blocking(&mut client))
+            .unwrap()
+            .into_iter()
+            .map(|id| id.0)
+            .collect();
+        assert_eq!(ids.len(), JOBS);
+        for row in client
+            .query(
+                "SELECT j.id, (j.args->>'i')::integer, j.queue, j.priority \
+                 FROM jobq.jobs j WHERE j.id = ANY ($1)",
+                &[&ids],
+            )
+            .unwrap()
+        {
+            let (id, i): (i64, i32) = (row.get(0), row.get(1));
+            let i = usize::try_from(i).unwrap();
+            assert_eq!(ids[i], id, "job {i} has the id at its place");
+            let options = &batch[i].options;
+            assert_eq!(
+                row.get::<_, String>(2),
+                options.queue.as_deref().unwrap_or("default")
+            );
+            assert_eq!(row.get::<_, i32>(3), options.priority.unwrap_or(0));
+        }
+        let mut heard: Vec<String> = listener
+            .notifications()
+            .timeout_iter(Duration::from_secs(2))
+            .iterator()
+            .map(|n| n.unwrap().payload().to_owned())
+            .collect();
+        heard.sort();
+        assert_eq!(heard, queues, "one notification per queue of the batch");
+    }
+    let none: String = client
+        .query_one("SELECT jobq.defer_columns('{}')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(none, "{}");
+    let heard = listener
+        .notifications()
+        .timeout_iter(Duration::from_secs(1))
+        .iterator()
+        .count();
+    assert_eq!(heard, 0, "an empty batch notifies no queue");
 }
