@@ -42,6 +42,13 @@ const RAW_JOB: &str =
 const GENERATED_INSERT: &str = "INSERT INTO raw_jobs (task, args)
     SELECT 'process_order', jsonb_build_object('order_id', g) FROM generate_series(1, 1000) g";
 
+/// The second reference for `batch_defer`: the same jobs sent as two text arrays (tasks and arguments, the
+/// arguments JSON text for the server to parse, as jobq's are) and inserted through `unnest`, answering
+/// their ids, as a careful hand-written batch would. It pays what any batch sent by the client pays (the
+/// data on the wire, its parse on the server) and what a generated INSERT does not.
+const UNNEST_INSERT: &str = "INSERT INTO raw_jobs (task, args)
+    SELECT t, a::jsonb FROM unnest($1::text[], $2::text[]) AS n(t, a) RETURNING id";
+
 /// The pool size of the pooled figures.
 pub(crate) const POOL: usize = 4;
 
@@ -148,6 +155,7 @@ pub(crate) fn measure(url: &str, plan: &Plan, report: &Report) -> Result<Vec<Fig
     let mut setup = ::postgres::Client::connect(url, ::postgres::NoTls)?;
     setup.batch_execute(TABLES)?;
     let generated = setup.prepare(GENERATED_INSERT)?;
+    let unnest = setup.prepare(UNNEST_INSERT)?;
     let mut drivers: Vec<Box<dyn Driver>> = vec![
         Box::new(SyncPostgres::connect(url)?),
         Box::new(TokioPostgres::connect(url)?),
@@ -164,7 +172,12 @@ pub(crate) fn measure(url: &str, plan: &Plan, report: &Report) -> Result<Vec<Fig
         d.defer_pooled(&jobq, CALLERS, 4 * CALLERS)?;
         d.defer_batch(&jobq, batch.clone())?;
     }
-    setup.execute(&generated, &[])?;
+    let references = References {
+        generated,
+        unnest,
+        batch: &batch,
+    };
+    references.time(&mut setup, 1)?;
 
     let mut times: Vec<Times> = drivers.iter().map(|_| Times::default()).collect();
     let count = drivers.len();
@@ -206,7 +219,7 @@ pub(crate) fn measure(url: &str, plan: &Plan, report: &Report) -> Result<Vec<Fig
 
     // Batches, with the server's generated INSERT as one more loop in every round.
     let per_batch_round = plan.batches / plan.batch_rounds;
-    let mut generated_time = Duration::ZERO;
+    let (mut generated_time, mut unnest_time) = (Duration::ZERO, Duration::ZERO);
     for round in 0..plan.batch_rounds {
         report.detail(format!(
             "batch defer and the generated INSERT: round {}/{}",
@@ -217,25 +230,24 @@ pub(crate) fn measure(url: &str, plan: &Plan, report: &Report) -> Result<Vec<Fig
         let slot = round % (count + 1);
         for (place, k) in order(round).enumerate() {
             if place == slot {
-                generated_time += timed(per_batch_round, |_| {
-                    setup.execute(&generated, &[])?;
-                    Ok(())
-                })?;
+                let (generated, unnest) = references.time(&mut setup, per_batch_round)?;
+                generated_time += generated;
+                unnest_time += unnest;
             }
             let d = &mut drivers[k];
             times[k].batches += timed(per_batch_round, |_| d.defer_batch(&jobq, batch.clone()))?;
         }
         if slot == count {
-            generated_time += timed(per_batch_round, |_| {
-                setup.execute(&generated, &[])?;
-                Ok(())
-            })?;
+            let (generated, unnest) = references.time(&mut setup, per_batch_round)?;
+            generated_time += generated;
+            unnest_time += unnest;
         }
     }
 
     let rate = |jobs: usize, took: Duration| jobs as f64 / took.as_secs_f64();
     let batch_jobs = plan.batch_rounds * per_batch_round * BATCH;
     let generated_rate = rate(batch_jobs, generated_time);
+    let unnest_rate = rate(batch_jobs, unnest_time);
     let interleaved = format!(
         "the four adapters interleaved in rounds, the first rotating; {}",
         if plan.quick { "quick run" } else { "full run" }
@@ -284,8 +296,26 @@ pub(crate) fn measure(url: &str, plan: &Plan, report: &Report) -> Result<Vec<Fig
                  rounds: {} rows/s",
                 number(generated_rate)
             )),
+            Figure::new(
+                format!("batch_defer_vs_unnest_insert_ratio.{name}"),
+                batch_rate / unnest_rate,
+                "ratio",
+            )
+            .note(format!(
+                "a hand-written INSERT … unnest of the same jobs' tasks and arguments, sent as text \
+                 arrays, answering ids, in the same rounds: {} rows/s",
+                number(unnest_rate)
+            )),
         ]);
     }
+    figures.push(
+        Figure::new("batch_insert_unnest", unnest_rate, "rows/s").note(format!(
+            "reference: INSERT INTO raw_jobs (task, args) SELECT … FROM unnest($1::text[], $2::text[]) \
+             RETURNING id, the arrays built from the same jobs, prepared, {} times, interleaved with \
+             batch_defer",
+            plan.batch_rounds * per_batch_round
+        )),
+    );
     figures.push(
         Figure::new("batch_insert_generated", generated_rate, "rows/s").note(format!(
             "reference: INSERT INTO raw_jobs (task, args) SELECT … FROM generate_series(1, {BATCH}), \
@@ -295,6 +325,40 @@ pub(crate) fn measure(url: &str, plan: &Plan, report: &Report) -> Result<Vec<Fig
         )),
     );
     Ok(figures)
+}
+
+/// The two references of `batch_defer`, prepared on the setup connection.
+struct References<'a> {
+    generated: ::postgres::Statement,
+    unnest: ::postgres::Statement,
+    batch: &'a [NewJob],
+}
+
+impl References<'_> {
+    /// Times `n` generated INSERTs, then `n` unnest INSERTs of the batch (its arrays built from the jobs,
+    /// the client's work as jobq's is).
+    fn time(
+        &self,
+        setup: &mut ::postgres::Client,
+        n: usize,
+    ) -> Result<(Duration, Duration), BoxError> {
+        let generated = timed(n, |_| {
+            setup.execute(&self.generated, &[])?;
+            Ok(())
+        })?;
+        let unnest = timed(n, |_| {
+            let jobs = self.batch.to_vec();
+            let tasks: Vec<&str> = jobs.iter().map(|j| j.task.as_str()).collect();
+            let args = jobs
+                .iter()
+                .map(|j| serde_json::to_string(&j.args))
+                .collect::<Result<Vec<String>, _>>()?;
+            let ids = setup.query(&self.unnest, &[&tasks, &args])?;
+            std::hint::black_box(ids.iter().map(|r| r.get::<_, i64>(0)).sum::<i64>());
+            Ok(())
+        })?;
+        Ok((generated, unnest))
+    }
 }
 
 /// A current-thread runtime for the async drivers: their calls block on it one at a time.
