@@ -106,19 +106,29 @@ async fn median_batch(
         if jobs.len() != batch {
             return Err(format!("fetched {} jobs, expected {batch}", jobs.len()).into());
         }
-        // What the worker sends for jobs that succeeded.
+        // What the worker sends for jobs that succeeded (`Completion` in jobq-core's worker).
         let ended: Vec<_> = jobs
             .iter()
-            .map(|job| {
-                json!({ "id": job.id, "status": "succeeded", "error": null, "scheduled_at": null,
-                        "queue": null, "priority": null, "lock": null, "delete": false })
-            })
+            .map(|job| json!({ "id": job.id, "attempt": job.attempts, "end": "succeeded" }))
             .collect();
         let complete_arg = json!({ "worker_id": worker_id, "jobs": ended }).to_string();
         executor.query(&complete, Some(&complete_arg)).await?;
         if rep >= 3 {
             times.push(start.elapsed().as_secs_f64() * 1_000.0);
         }
+    }
+    // Every fetched job ended: the figure times real completions, not statements that changed nothing.
+    let ended: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobq.jobs WHERE status = 'succeeded' AND worker_id IS NULL \
+             AND finished_at > now() - interval '1 hour'",
+            &[],
+        )
+        .await?
+        .get(0);
+    let fetched = (plan.flatness_reps + 3) * batch;
+    if usize::try_from(ended)? != fetched {
+        return Err(format!("{ended} of the {fetched} fetched jobs ended as succeeded").into());
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
