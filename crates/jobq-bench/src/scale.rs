@@ -10,16 +10,11 @@
 use crate::queue::{self, FILL_BATCH, Noop};
 use crate::report::{Figure, Report, Target, number};
 use crate::{BoxError, Plan};
-use jobq_core::worker::JobContext;
 use jobq_core::{AsyncExecutor, IntoAsyncExecutor, Job, NewJob, Task};
 use jobq_tokio_postgres::TokioPostgres;
 use serde_json::json;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use std::time::Instant;
 use tokio_postgres::Client;
-use tokio_util::sync::CancellationToken;
 
 /// The sizes of the scale figures.
 #[derive(Debug)]
@@ -416,7 +411,7 @@ async fn many_queues(
     ));
     defer_all(client, std::iter::repeat_n(job(QUEUE, None)?, n)).await?;
     client.batch_execute("ANALYZE jobq.jobs").await?;
-    let one = drain(url, plan, client, n, vec![QUEUE.to_owned()]).await?;
+    let one = crate::worker::drain(url, plan, client, n, Some(vec![QUEUE.to_owned()])).await?;
 
     queue::reset(client).await?;
     let names: Vec<String> = (0..n).map(|i| format!("q{i:05}")).collect();
@@ -433,7 +428,7 @@ async fn many_queues(
         "many queues: one worker of {} queues draining one job from each",
         number(n as f64)
     ));
-    let many = drain(url, plan, client, n, names).await?;
+    let many = crate::worker::drain(url, plan, client, n, Some(names)).await?;
     let quick = if plan.quick && n < 10_000 {
         " (quick: fewer queues than the full run's 10,000)"
     } else {
@@ -448,44 +443,11 @@ async fn many_queues(
         .target(Target::AtMost(3.0))
         .note(format!(
             "{n} jobs in {n} queues, one each, drained by one worker naming all {n} queues: {:.2} s; {n} jobs \
-             in one queue by a worker of that queue: {:.2} s{quick}; {}; filled by defer_batch",
+             in one queue by a worker of that queue: {:.2} s{quick}; {}; filled by defer_batch; each timed \
+             from its first job's start",
             many.as_secs_f64(),
             one.as_secs_f64(),
             plan.worker.describe()
         )),
     ])
-}
-
-/// Starts a worker of `queues` on `n` queued jobs and times it until every one is ended in the database (as
-/// `worker::drain`, with the queues named).
-async fn drain(
-    url: &str,
-    plan: &Plan,
-    client: &Client,
-    n: usize,
-    queues: Vec<String>,
-) -> Result<Duration, BoxError> {
-    let ran = Arc::new(AtomicUsize::new(0));
-    let all_ran = Arc::new(Notify::new());
-    let (counter, done) = (ran.clone(), all_ran.clone());
-    let worker = plan
-        .worker
-        .builder(url)?
-        .queues(queues)
-        .task(move |_: Noop, _: JobContext| {
-            if counter.fetch_add(1, Ordering::Relaxed) + 1 == n {
-                done.notify_one();
-            }
-            async { Ok(()) }
-        })
-        .build();
-    let stop = CancellationToken::new();
-    let start = Instant::now();
-    let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
-    all_ran.notified().await;
-    queue::drained(client).await?;
-    let took = start.elapsed();
-    stop.cancel();
-    running.await??;
-    Ok(took)
 }

@@ -62,7 +62,7 @@ pub(crate) async fn measure(
         number(n as f64)
     ));
     let capacity = n as f64
-        / crate::worker::drain(url, plan, &client, n)
+        / crate::worker::drain(url, plan, &client, n, None)
             .await?
             .as_secs_f64();
     // Half of it, in whole batches per tick.

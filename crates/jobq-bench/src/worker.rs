@@ -8,6 +8,7 @@ use crate::report::{Figure, Report, Target, number};
 use crate::{BoxError, Plan};
 use jobq_core::worker::JobContext;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -58,7 +59,7 @@ pub(crate) async fn throughput(
             queue::reset(&client).await?;
             queue::fill(&client, n).await?;
             let (what, took) = match which {
-                0 => ("worker draining", drain(url, plan, &client, n).await?),
+                0 => ("worker draining", drain(url, plan, &client, n, None).await?),
                 1 => (
                     "raw SKIP LOCKED loop (ids only):",
                     raw_loop(&client, RAW_FETCH, plan.worker.fetch_batch).await?,
@@ -86,7 +87,7 @@ pub(crate) async fn throughput(
         Figure::new("worker_throughput", worker_rate, "jobs/s")
             .target(Target::AtLeast(20_000.0))
             .note(format!(
-                "{}; {} rounds of {n} no-op jobs{quick}",
+                "{}; {} rounds of {n} no-op jobs{quick}, each timed from its first job's start",
                 plan.worker.describe(),
                 plan.worker_rounds
             )),
@@ -109,20 +110,28 @@ pub(crate) async fn throughput(
     ])
 }
 
-/// Starts a worker on `n` queued jobs and times it until every one is ended in the database.
+/// Starts a worker of `queues` (every queue when `None`) on `n` queued jobs and times it from its first
+/// job's start until every job is ended in the database. The worker's own start (its pool's first
+/// connections, its registration, its LISTEN connection and probe) is left out, as the raw loop's connection
+/// and prepared statements are.
 pub(crate) async fn drain(
     url: &str,
     plan: &Plan,
     client: &tokio_postgres::Client,
     n: usize,
+    queues: Option<Vec<String>>,
 ) -> Result<Duration, BoxError> {
     let ran = Arc::new(AtomicUsize::new(0));
     let all_ran = Arc::new(Notify::new());
-    let (counter, done) = (ran.clone(), all_ran.clone());
-    let worker = plan
-        .worker
-        .builder(url)?
+    let first = Arc::new(OnceLock::new());
+    let (counter, done, started) = (ran.clone(), all_ran.clone(), first.clone());
+    let mut builder = plan.worker.builder(url)?;
+    if let Some(queues) = queues {
+        builder = builder.queues(queues);
+    }
+    let worker = builder
         .task(move |_: Noop, _: JobContext| {
+            started.get_or_init(Instant::now);
             if counter.fetch_add(1, Ordering::Relaxed) + 1 == n {
                 done.notify_one();
             }
@@ -130,12 +139,11 @@ pub(crate) async fn drain(
         })
         .build();
     let stop = CancellationToken::new();
-    let start = Instant::now();
     let running = tokio::spawn(worker.run_until(stop.clone().cancelled_owned()));
     // Only poll the database once every handler ran, so the polling does not compete with the worker.
     all_ran.notified().await;
     queue::drained(client).await?;
-    let took = start.elapsed();
+    let took = first.get().ok_or("no job started")?.elapsed();
     stop.cancel();
     running.await??;
     Ok(took)
