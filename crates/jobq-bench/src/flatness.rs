@@ -104,7 +104,8 @@ impl Table {
         finished: u64,
         waiting: usize,
     ) -> Result<Self, BoxError> {
-        Jobq::with_schema(schema)?.migrate().run(client).await?;
+        let jobq = Jobq::with_schema(schema)?;
+        jobq.migrate().run(client).await?;
         client
             .batch_execute(&format!("DELETE FROM {schema}.jobs"))
             .await?;
@@ -134,16 +135,14 @@ impl Table {
             )
             .await?
             .get(0);
-        // As jobq renders its statements for the schema.
-        let render = |sql: &str| {
-            sql.replace("{schema}", &format!("\"{schema}\""))
-                .replace("{channel}", &format!("jobq_{schema}"))
-        };
         Ok(Self {
             schema,
             worker_id,
-            fetch: render(include_str!("../../jobq-core/sql/queries/fetch.sql")),
-            complete: render(include_str!("../../jobq-core/sql/queries/complete.sql")),
+            fetch: queue::render(include_str!("../../jobq-core/sql/queries/fetch.sql"), &jobq),
+            complete: queue::render(
+                include_str!("../../jobq-core/sql/queries/complete.sql"),
+                &jobq,
+            ),
         })
     }
 

@@ -9,6 +9,13 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
+/// A worker statement of `sql/queries/` rendered for `jobq`'s schema, as jobq-core renders its own (the
+/// quoted schema name, the schema's NOTIFY channel).
+pub(crate) fn render(sql: &str, jobq: &jobq_core::Jobq) -> String {
+    sql.replace("{schema}", &format!("\"{}\"", jobq.schema()))
+        .replace("{channel}", jobq.channel())
+}
+
 /// The task of every queued benchmark job; its handler does nothing (or what the figure needs).
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct Noop {}

@@ -44,12 +44,6 @@ const QUEUE: &str = "scale";
 /// The queues of the multi-queue figure.
 const MULTI: [&str; 3] = ["multi-a", "multi-b", "multi-c"];
 
-/// A worker statement as jobq renders it for the schema `jobq` (as `flatness` does).
-fn render(sql: &str) -> String {
-    sql.replace("{schema}", "\"jobq\"")
-        .replace("{channel}", "jobq_jobq")
-}
-
 /// Puts fetched jobs back as they were before the fetch, outside the timed part.
 const PUT_BACK: &str =
     "UPDATE jobq.jobs SET status = 'todo', attempts = attempts - 1, started_at = NULL,
@@ -115,7 +109,10 @@ impl<'c> Fetcher<'c> {
     fn new(client: &'c Client, worker_id: i64) -> Result<Self, BoxError> {
         Ok(Self {
             executor: IntoAsyncExecutor::<TokioPostgres>::into_executor(client)?,
-            sql: render(include_str!("../../jobq-core/sql/queries/fetch.sql")),
+            sql: queue::render(
+                include_str!("../../jobq-core/sql/queries/fetch.sql"),
+                &jobq_core::Jobq::default(),
+            ),
             worker_id,
         })
     }
