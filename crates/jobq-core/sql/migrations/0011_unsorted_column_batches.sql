@@ -7,7 +7,7 @@
 -- input order without any sort. The queues to notify are read from the batch's queue row itself; a batch
 -- without one (the library leaves out trailing rows that are NULL for every job) is all in the default
 -- queue. pgbench, batches of 1,000 plain jobs, interleaved rounds (docs/benchmarks.md, "Batch deferral
--- without its sorts"): the call's server time 7.95 → 6.63 ms in one session and 6.01 → 5.76 in another,
+-- against a hand-written batch, and without its sorts"): the call's server time 7.95 → 6.63 ms in one session and 6.01 → 5.76 in another,
 -- against 6.10 and 4.87 for the server's own generated 1,000-row INSERT in the same rounds.
 CREATE OR REPLACE FUNCTION {schema}.defer_columns(batch text[]) RETURNS text
 LANGUAGE plpgsql AS $$
